@@ -1,0 +1,140 @@
+"""Checkers for the lessons' exercises.
+
+Every exercise follows one pattern. A stub cell in the lesson defines a function whose body raises
+``NotImplementedError("Exercise N.M: ...")``; the next cell calls the lesson's checker, e.g.
+``lesson1.check_apply_mask(apply_mask)``. The checker runs the learner's function on seeded inputs
+and
+edge cases, compares with minillada's reference and
+
+* prints ``Exercise N.M passed: ...`` when every case agrees;
+* prints ``Exercise N.M not attempted yet; ...`` when the stub still raises NotImplementedError, so
+  "Run All" on a fresh lesson gets through the whole lesson;
+* raises ExerciseFailed, naming the case, the expected and the returned value, when an attempt is
+wrong.
+
+Later cells never call the learner's function, so an unfinished exercise cannot break the lesson.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+class ExerciseFailed(AssertionError):
+    """The learner's function disagrees with the reference on some input."""
+
+
+@dataclass
+class Case:
+    description: str  # what this input tests, shown when it fails
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) < 400 else text[:400] + " ..."
+
+
+def assert_same(
+    expected: Any, got: Any, atol: float = 1e-6, rtol: float = 1e-5, path: str = "result"
+) -> None:
+    """Compare tensors (shape, dtype kind, values), numbers, and tuples/lists of them."""
+    if isinstance(expected, (tuple, list)):
+        if not isinstance(got, (tuple, list)) or len(got) != len(expected):
+            raise ExerciseFailed(
+                f"{path}: expected a tuple of {len(expected)} items, got {_short(got)}"
+            )
+        for i, (e, g) in enumerate(zip(expected, got, strict=True)):
+            assert_same(e, g, atol, rtol, f"{path}[{i}]")
+        return
+    if torch.is_tensor(expected):
+        if not torch.is_tensor(got):
+            raise ExerciseFailed(
+                f"{path}: expected a tensor, got {type(got).__name__}: {_short(got)}"
+            )
+        if tuple(got.shape) != tuple(expected.shape):
+            raise ExerciseFailed(
+                f"{path}: expected shape {tuple(expected.shape)}, got {tuple(got.shape)}"
+            )
+        if expected.dtype == torch.bool or not expected.is_floating_point():
+            if not torch.equal(got.to(expected.dtype), expected):
+                wrong = (got.to(expected.dtype) != expected).nonzero()[:3].tolist()
+                raise ExerciseFailed(
+                    f"{path}: values differ at indices {wrong} (first ones)\n"
+                    f"  expected {_short(expected)}\n  got      {_short(got)}"
+                )
+            return
+        if not torch.allclose(got.double(), expected.double(), atol=atol, rtol=rtol):
+            err = (got.double() - expected.double()).abs().max().item()
+            raise ExerciseFailed(
+                f"{path}: values differ (max abs error {err:.3g})\n"
+                f"  expected {_short(expected)}\n  got      {_short(got)}"
+            )
+        return
+    if isinstance(expected, float):
+        if not isinstance(got, (int, float)) and not (torch.is_tensor(got) and got.numel() == 1):
+            raise ExerciseFailed(f"{path}: expected a number, got {_short(got)}")
+        if abs(float(got) - expected) > atol + rtol * abs(expected):
+            raise ExerciseFailed(f"{path}: expected {expected!r}, got {float(got)!r}")
+        return
+    if expected != got:
+        raise ExerciseFailed(f"{path}: expected {_short(expected)}, got {_short(got)}")
+
+
+class CheckResult:
+    """What a checker returns: truthy when the exercise passed. It shows nothing in a notebook,
+    since
+    the checker has already printed its line."""
+
+    def __init__(self, passed: bool):
+        self.passed = passed
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __repr__(self) -> str:
+        return f"CheckResult(passed={self.passed})"
+
+    def _ipython_display_(self) -> None:
+        pass
+
+
+def check(
+    exercise: str,
+    learner_fn: Callable,
+    reference_fn: Callable,
+    cases: Iterable[Case],
+    reference_name: str,
+    compare: Callable[[Any, Any], None] = assert_same,
+) -> CheckResult:
+    """Run ``learner_fn`` and ``reference_fn`` on every case; report as described in the module doc.
+
+    The result is truthy when the exercise passed, falsy when it was not attempted.
+    """
+    cases = list(cases)
+    for i, case in enumerate(cases):
+        args = [a.clone() if torch.is_tensor(a) else a for a in case.args]
+        try:
+            got = learner_fn(*args, **case.kwargs)
+        except NotImplementedError:
+            print(f"{exercise} not attempted yet; the lesson continues with {reference_name}.")
+            return CheckResult(False)
+        except Exception as err:
+            raise ExerciseFailed(
+                f"{exercise}: your function raised {type(err).__name__}: {err}\n"
+                f"  on case {i + 1}/{len(cases)}: {case.description}"
+            ) from err
+        expected = reference_fn(*case.args, **case.kwargs)
+        try:
+            compare(expected, got)
+        except ExerciseFailed as err:
+            raise ExerciseFailed(
+                f"{exercise}: case {i + 1}/{len(cases)} ({case.description}):\n{err}"
+            ) from None
+    print(f"{exercise} passed: {len(cases)} cases agree with {reference_name}.")
+    return CheckResult(True)

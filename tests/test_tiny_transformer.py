@@ -1,0 +1,51 @@
+import pytest
+import torch
+
+from minillada.rope import apply_rope, rope_tables
+from minillada.tiny_transformer import TinyTransformer, TinyTransformerConfig
+
+
+def small(**kw):
+    cfg = TinyTransformerConfig(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=32, **kw)
+    torch.manual_seed(0)
+    return TinyTransformer(cfg)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_fast_and_readable_attention_agree(causal):
+    fast = small(causal=causal)
+    slow = small(causal=causal, fast_attention=False)
+    slow.load_state_dict(fast.state_dict())
+    x = torch.randint(0, 11, (3, 16))
+    torch.testing.assert_close(fast(x), slow(x), atol=1e-5, rtol=1e-5)
+
+
+def test_bidirectional_sees_the_future_and_causal_does_not():
+    x = torch.randint(0, 10, (1, 16))
+    y = x.clone()
+    y[0, -1] = (x[0, -1] + 1) % 10  # change only the last token
+    bidir, causal = small(), small(causal=True)
+    assert not torch.allclose(bidir(x)[0, 0], bidir(y)[0, 0])  # position 0 sees position 15
+    torch.testing.assert_close(causal(x)[0, :-1], causal(y)[0, :-1])
+
+
+def test_context_length_is_enforced():
+    with pytest.raises(ValueError, match="longer than the model's context"):
+        small()(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_rope_rotation_is_relative():
+    # <R_m q, R_n k> depends only on n - m.
+    cos, sin = rope_tables(32, 8)
+    q, k = torch.randn(8), torch.randn(8)
+    qs = apply_rope(q.expand(32, 8), cos, sin)
+    ks = apply_rope(k.expand(32, 8), cos, sin)
+    torch.testing.assert_close(qs[3] @ ks[7], qs[10] @ ks[14], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(qs[0], q)  # position 0 is not rotated
+
+
+def test_parameter_count_of_lesson_model():
+    model = TinyTransformer(TinyTransformerConfig())
+    # embedding + head 2*66*128, 4 blocks of (4*128^2 attention + 8*128^2 MLP + 2*128 norms), final
+    # norm
+    assert model.num_parameters() == 2 * 66 * 128 + 4 * (12 * 128 * 128 + 256) + 128 == 804_480
