@@ -1,0 +1,157 @@
+"""Checkers for lesson 5 (notebooks/05_the_8b_architecture.ipynb)."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from minillada.exercises import Case, CheckResult, ExerciseFailed, _short, check
+from minillada.llada_model import LLaDAConfig, LLaDAModel, count_parameters, preset
+
+
+def _seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _total_parameters(config: LLaDAConfig) -> int:
+    return count_parameters(config).total
+
+
+def check_parameter_count(fn: Callable) -> CheckResult:
+    """Exercise 5.1: fn(config) -> the exact number of parameters of LLaDAModel(config)."""
+    cases = [
+        Case("the released LLaDA-8B (preset 'llada_8b')", (preset("llada_8b"),)),
+        Case("the 'tiny' preset", (preset("tiny"),)),
+        Case("the 'llada_1b' preset (released vocabulary, 10 blocks)", (preset("llada_1b"),)),
+        Case(
+            "grouped-query attention: 8 key/value heads for 32 query heads",
+            (preset("llada_8b", n_kv_heads=8),),
+        ),
+        Case(
+            "embedding_size larger than vocab_size: the rows count, not the tokens",
+            (preset("tiny", vocab_size=500, embedding_size=640),),
+        ),
+        Case(
+            "mlp_hidden_size=None: the MLP width is mlp_ratio * d_model",
+            (preset("small", mlp_hidden_size=None, mlp_ratio=3),),
+        ),
+    ]
+    return check(
+        "Exercise 5.1",
+        fn,
+        _total_parameters,
+        cases,
+        "minillada.llada_model.count_parameters(config).total",
+    )
+
+
+def _block_keys(config: LLaDAConfig, n: int) -> dict[str, tuple[int, ...]]:
+    model = LLaDAModel(config, device="meta")
+    prefix = f"model.transformer.blocks.{n}."
+    return {k: tuple(v.shape) for k, v in model.state_dict().items() if k.startswith(prefix)}
+
+
+def _compare_key_shapes(expected: dict[str, tuple[int, ...]], got: Any) -> None:
+    if not isinstance(got, dict):
+        raise ExerciseFailed(
+            f"expected a dict key -> shape, got {type(got).__name__}: {_short(got)}"
+        )
+    missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+    if missing or extra:
+        raise ExerciseFailed(
+            f"keys differ: missing {missing[:3]}{' ...' if len(missing) > 3 else ''}, "
+            f"unexpected {extra[:3]}{' ...' if len(extra) > 3 else ''}"
+        )
+    for key, shape in expected.items():
+        try:
+            found = tuple(int(s) for s in got[key])
+        except TypeError:
+            raise ExerciseFailed(
+                f"{key}: expected a shape like {shape}, got {got[key]!r}"
+            ) from None
+        if found != shape:
+            raise ExerciseFailed(f"{key}: expected shape {shape}, got {found}")
+
+
+def check_block_keys(fn: Callable) -> CheckResult:
+    """Exercise 5.2: fn(config, n) -> {released key: shape} of the 9 tensors of block n."""
+    cases = [
+        Case("block 0 of LLaDA-8B", (preset("llada_8b"), 0)),
+        Case("block 31 (the last) of LLaDA-8B", (preset("llada_8b"), 31)),
+        Case("block 1 of the 'tiny' preset", (preset("tiny"), 1)),
+        Case(
+            "grouped-query attention: k_proj and v_proj shrink to n_kv_heads * head_dim rows",
+            (preset("llada_8b", n_kv_heads=8), 7),
+        ),
+    ]
+    return check(
+        "Exercise 5.2",
+        fn,
+        _block_keys,
+        cases,
+        "the state dict of LLaDAModel(config, device='meta')",
+        compare=_compare_key_shapes,
+    )
+
+
+def _read_with_safetensors(path: str | Path, key: str) -> torch.Tensor:
+    with safe_open(str(path), framework="pt") as f:
+        return f.get_tensor(key)
+
+
+def _compare_exactly(expected: torch.Tensor, got: Any) -> None:
+    if not torch.is_tensor(got):
+        raise ExerciseFailed(f"expected a tensor, got {type(got).__name__}: {_short(got)}")
+    if got.dtype != expected.dtype:
+        raise ExerciseFailed(
+            f"expected dtype {expected.dtype}, got {got.dtype}; the header's dtype string "
+            f"decides it"
+        )
+    if tuple(got.shape) != tuple(expected.shape):
+        raise ExerciseFailed(
+            f"expected shape {tuple(expected.shape)}, got {tuple(got.shape)}; reshape to the "
+            f"header's shape"
+        )
+    if not torch.equal(got, expected):
+        raise ExerciseFailed(
+            "values differ: check the start of the data (8 + header length + data_offsets[0]) "
+            f"and the byte count\n  expected {_short(expected)}\n  got      {_short(got)}"
+        )
+
+
+def check_read_tensor(fn: Callable) -> CheckResult:
+    """Exercise 5.3: fn(path, key) -> the tensor, read from the safetensors bytes by hand."""
+    g = _seeded(5)
+    tensors = {
+        "model.transformer.wte.weight": torch.randn(11, 6, generator=g),
+        "model.transformer.blocks.0.q_proj.weight": torch.randn(6, 6, generator=g).bfloat16(),
+        "half": torch.randn(2, 3, 4, generator=g).half(),
+        "counts": torch.randint(-1000, 1000, (5,), generator=g),
+        "scalar": torch.tensor(3.5),
+        "model.transformer.ln_f.weight": torch.randn(6, generator=g).bfloat16(),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "exercise.safetensors")
+        save_file(tensors, path, metadata={"format": "pt"})
+        cases = [
+            Case("a float32 matrix (F32)", (path, "model.transformer.wte.weight")),
+            Case("a bfloat16 matrix (BF16), as in LLaDA's shards", (path, "model.transformer.blocks.0.q_proj.weight")),  # noqa: E501
+            Case("a float16 tensor with 3 dimensions (F16)", (path, "half")),
+            Case("int64 values (I64)", (path, "counts")),
+            Case("a 0-dimensional tensor (shape [])", (path, "scalar")),
+            Case("the last tensor of the file (BF16 vector)", (path, "model.transformer.ln_f.weight")),  # noqa: E501
+        ]
+        return check(
+            "Exercise 5.3",
+            fn,
+            _read_with_safetensors,
+            cases,
+            "safetensors.safe_open(...).get_tensor",
+            compare=_compare_exactly,
+        )
