@@ -26,7 +26,11 @@ def gumbel_argmax(
     argmax. logits: (..., V) -> ids (...)."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    u = torch.rand(logits.shape, generator=generator, dtype=torch.float64).to(logits.device)
+    # Draw the noise where the generator lives (the logits' device by default), so a GPU model does
+    # not copy a (..., V) float64 array from the host at every step.
+    noise_device = generator.device if generator is not None else logits.device
+    u = torch.rand(logits.shape, generator=generator, dtype=torch.float64, device=noise_device)
+    u = u.to(logits.device)
     gumbel = -torch.log(-torch.log(u.clamp_min(1e-300)))  # clamp: u = 0 would give -inf
     return (logits.double() / temperature + gumbel).argmax(dim=-1)
 

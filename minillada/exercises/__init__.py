@@ -35,7 +35,7 @@ class Case:
     kwargs: dict = field(default_factory=dict)
 
 
-def _short(value: Any) -> str:
+def short_repr(value: Any) -> str:
     text = repr(value)
     return text if len(text) < 400 else text[:400] + " ..."
 
@@ -47,7 +47,7 @@ def assert_same(
     if isinstance(expected, (tuple, list)):
         if not isinstance(got, (tuple, list)) or len(got) != len(expected):
             raise ExerciseFailed(
-                f"{path}: expected a tuple of {len(expected)} items, got {_short(got)}"
+                f"{path}: expected a tuple of {len(expected)} items, got {short_repr(got)}"
             )
         for i, (e, g) in enumerate(zip(expected, got, strict=True)):
             assert_same(e, g, atol, rtol, f"{path}[{i}]")
@@ -55,7 +55,7 @@ def assert_same(
     if torch.is_tensor(expected):
         if not torch.is_tensor(got):
             raise ExerciseFailed(
-                f"{path}: expected a tensor, got {type(got).__name__}: {_short(got)}"
+                f"{path}: expected a tensor, got {type(got).__name__}: {short_repr(got)}"
             )
         if tuple(got.shape) != tuple(expected.shape):
             raise ExerciseFailed(
@@ -66,24 +66,24 @@ def assert_same(
                 wrong = (got.to(expected.dtype) != expected).nonzero()[:3].tolist()
                 raise ExerciseFailed(
                     f"{path}: values differ at indices {wrong} (first ones)\n"
-                    f"  expected {_short(expected)}\n  got      {_short(got)}"
+                    f"  expected {short_repr(expected)}\n  got      {short_repr(got)}"
                 )
             return
         if not torch.allclose(got.double(), expected.double(), atol=atol, rtol=rtol):
             err = (got.double() - expected.double()).abs().max().item()
             raise ExerciseFailed(
                 f"{path}: values differ (max abs error {err:.3g})\n"
-                f"  expected {_short(expected)}\n  got      {_short(got)}"
+                f"  expected {short_repr(expected)}\n  got      {short_repr(got)}"
             )
         return
     if isinstance(expected, float):
         if not isinstance(got, (int, float)) and not (torch.is_tensor(got) and got.numel() == 1):
-            raise ExerciseFailed(f"{path}: expected a number, got {_short(got)}")
+            raise ExerciseFailed(f"{path}: expected a number, got {short_repr(got)}")
         if abs(float(got) - expected) > atol + rtol * abs(expected):
             raise ExerciseFailed(f"{path}: expected {expected!r}, got {float(got)!r}")
         return
     if expected != got:
-        raise ExerciseFailed(f"{path}: expected {_short(expected)}, got {_short(got)}")
+        raise ExerciseFailed(f"{path}: expected {short_repr(expected)}, got {short_repr(got)}")
 
 
 class CheckResult:

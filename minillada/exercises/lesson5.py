@@ -11,7 +11,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from minillada.exercises import Case, CheckResult, ExerciseFailed, _short, check
+from minillada.exercises import Case, CheckResult, ExerciseFailed, check, short_repr
 from minillada.llada_model import LLaDAConfig, LLaDAModel, count_parameters, preset
 
 
@@ -60,7 +60,7 @@ def _block_keys(config: LLaDAConfig, n: int) -> dict[str, tuple[int, ...]]:
 def _compare_key_shapes(expected: dict[str, tuple[int, ...]], got: Any) -> None:
     if not isinstance(got, dict):
         raise ExerciseFailed(
-            f"expected a dict key -> shape, got {type(got).__name__}: {_short(got)}"
+            f"expected a dict key -> shape, got {type(got).__name__}: {short_repr(got)}"
         )
     missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
     if missing or extra:
@@ -107,7 +107,7 @@ def _read_with_safetensors(path: str | Path, key: str) -> torch.Tensor:
 
 def _compare_exactly(expected: torch.Tensor, got: Any) -> None:
     if not torch.is_tensor(got):
-        raise ExerciseFailed(f"expected a tensor, got {type(got).__name__}: {_short(got)}")
+        raise ExerciseFailed(f"expected a tensor, got {type(got).__name__}: {short_repr(got)}")
     if got.dtype != expected.dtype:
         raise ExerciseFailed(
             f"expected dtype {expected.dtype}, got {got.dtype}; the header's dtype string "
@@ -121,7 +121,7 @@ def _compare_exactly(expected: torch.Tensor, got: Any) -> None:
     if not torch.equal(got, expected):
         raise ExerciseFailed(
             "values differ: check the start of the data (8 + header length + data_offsets[0]) "
-            f"and the byte count\n  expected {_short(expected)}\n  got      {_short(got)}"
+            f"and the byte count\n  expected {short_repr(expected)}\n  got      {short_repr(got)}"
         )
 
 
