@@ -81,7 +81,7 @@ def save_checkpoint(
     weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(weights, str(path / "model.safetensors"), metadata={"format": "pt"})
     if state is not None:
-        tensors, opt_meta = _flatten_optimizer(state.optimizer.state_dict())
+        tensors, opt_meta = flatten_optimizer_state(state.optimizer.state_dict())
         tensors["generator_state"] = state.generator.get_state()
         save_file(tensors, str(path / "optimizer.safetensors"))
         trainer = {"iter_num": state.iter_num, "optimizer": opt_meta, "history": state.history}
@@ -154,13 +154,14 @@ def load_train_state(path: str | Path, state: TrainState) -> TrainState:
     tensors = load_file(str(path / "optimizer.safetensors"))
     trainer = json.loads((path / "trainer_state.json").read_text())
     state.generator.set_state(tensors.pop("generator_state"))
-    state.optimizer.load_state_dict(_unflatten_optimizer(tensors, trainer["optimizer"]))
+    state.optimizer.load_state_dict(unflatten_optimizer_state(tensors, trainer["optimizer"]))
     state.iter_num = trainer["iter_num"]
     state.history = trainer["history"]
     return state
 
 
-def _flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
+def flatten_optimizer_state(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """An optimizer state_dict as (tensors for safetensors, JSON-able metadata): no pickle."""
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for idx, pstate in sd["state"].items():
@@ -172,7 +173,8 @@ def _flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    """The inverse of flatten_optimizer_state: a state_dict for ``optimizer.load_state_dict``."""
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         _, idx, name = key.split(".", 2)

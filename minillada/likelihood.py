@@ -3,13 +3,20 @@
 Lesson 1 introduces the t-estimator: the pre-training loss itself, averaged over many (t, mask)
 draws,
 is an upper bound on the negative log-likelihood in nats per token (LLaDA Eq. 3 / MDLM Eq. 10).
-Shapes: N = number of windows, L = window length, V = vocabulary.
+Lesson 3 adds LLaDA's conditional l-estimator (paper Eq. 6, ``get_log_likelihood.py``): to bound
+-log p(answer | prompt), draw the number l of masked answer tokens uniformly from 1..L (stratified
+over a batch), mask exactly l answer positions and weight their cross-entropy by L / l. Both
+estimators have the same expectation; the l-estimator has lower variance, and for a one-token
+answer it is exact: log p(answer | prompt) in one forward pass.
+Shapes: N = number of windows, L = window (or answer) length, P = prompt length, V = vocabulary,
+b = Monte Carlo mini-batch.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -98,3 +105,184 @@ def estimate_nelbo(
     n = len(per_seq)
     stderr = per_seq.std().item() / math.sqrt(n) if n > 1 else float("nan")
     return BoundEstimate(per_seq.mean().item(), stderr, n, samples)
+
+
+# --- Lesson 3: LLaDA's conditional estimator (spec: get_log_likelihood.py) ---------------------
+
+
+def spread_mask_counts(answer_len: int, batch_size: int, k: int) -> torch.Tensor:
+    """LLaDA's stratified mask counts for one mini-batch, starting at k in 1..L: (b,) long.
+
+    round(linspace(k, k + (b - 1) L / b, b)), wrapped into 1..L by ((x - 1) mod L) + 1, so the
+    b rows sweep the range of l evenly instead of drawing it b times independently.
+    """
+    L, b = answer_len, batch_size
+    x = torch.linspace(float(k), k + (b - 1) * (L / b), b, dtype=torch.float64).round().long()
+    return ((x - 1) % L) + 1
+
+
+def stratified_mask_counts(
+    answer_len: int, batch_size: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """k ~ U{1..L}, then ``spread_mask_counts``: one stratified draw of l per row, (b,)."""
+    k = int(torch.randint(1, answer_len + 1, (1,), generator=generator))
+    return spread_mask_counts(answer_len, batch_size, k)
+
+
+def mask_exactly(
+    counts: torch.Tensor, length: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Row i gets exactly counts[i] masked positions out of ``length``, a uniformly random subset
+    (the ``torch.randperm`` of get_log_likelihood.py, for a whole batch at once): bool (b, L)."""
+    noise = torch.rand(len(counts), length, generator=generator)  # (b, L)
+    ranks = noise.argsort(dim=1).argsort(dim=1)  # a random permutation of 0..L-1 per row
+    return ranks < counts[:, None]
+
+
+def l_estimator_terms(
+    logits: torch.Tensor, answer: torch.Tensor, masked: torch.Tensor
+) -> torch.Tensor:
+    """One l-estimator sample per row: (L / l_i) sum over masked positions of -log p(answer_j),
+    with l_i = the number of masked positions of row i (at least 1). logits (b, L, V) at the answer
+    positions, answer (L,), masked bool (b, L) -> float64 (b,)."""
+    b, L = masked.shape
+    ce = F.cross_entropy(logits.float().transpose(1, 2), answer.expand(b, L), reduction="none")
+    n_masked = masked.sum(dim=1).double()  # (b,)
+    return (ce.double() * masked).sum(dim=1) * (L / n_masked)
+
+
+def model_logits(model, x: torch.Tensor) -> torch.Tensor:
+    """Any "ids -> logits" model: a tensor, or an object with ``.logits`` (Hugging Face)."""
+    out = model(x)
+    return out if torch.is_tensor(out) else out.logits
+
+
+def guided_logits(
+    model, x: torch.Tensor, prompt_len: int, mask_id: int, cfg_scale: float = 0.0
+) -> torch.Tensor:
+    """Logits, with LLaDA's classifier-free guidance when cfg_scale > 0: run x and a copy whose
+    prompt is masked in one batch and return un + (cfg_scale + 1)(cond - un).
+    (b, T) -> (b, T, V)."""
+    if cfg_scale == 0:
+        return model_logits(model, x)
+    unconditional = x.clone()
+    unconditional[:, :prompt_len] = mask_id
+    cond, un = model_logits(model, torch.cat([x, unconditional])).chunk(2)  # 2 x (b, T, V)
+    return un + (cfg_scale + 1) * (cond - un)
+
+
+Method = Literal["l", "t"]
+
+
+@torch.no_grad()
+def conditional_nelbo_samples(
+    model,
+    prompt: torch.Tensor,
+    answer: torch.Tensor,
+    mask_id: int,
+    mc_num: int = 128,
+    batch_size: int = 16,
+    cfg_scale: float = 0.0,
+    method: Method = "l",
+    eps: float = EPS,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """``mc_num`` Monte Carlo samples of an upper bound on -log p(answer | prompt), nats summed over
+    the answer, float64 (mc_num,). Only answer positions are ever masked; the prompt stays clean.
+
+    method "l" (LLaDA Eq. 6): row i masks exactly l_i answer tokens, l stratified over each
+    mini-batch (``stratified_mask_counts``), sample = (L / l_i) sum_masked CE.
+    method "t" (the pre-training loss, LLaDA Eq. 3, for comparison): t stratified over each
+    mini-batch, every answer token masked with probability p(t), sample = (1 / p(t)) sum_masked CE.
+    Both have the same expectation (eps -> 0): a given set of l masked tokens carries total weight
+    int_0^1 t^(l-1) (1-t)^(L-l) dt = 1 / (l C(L, l)) under "t", and (1/L) (L/l) / C(L, l) under "l".
+    """
+    if method not in ("l", "t"):
+        raise ValueError(f"method must be 'l' (LLaDA's estimator) or 't', got {method!r}.")
+    prompt, answer = torch.as_tensor(prompt).reshape(-1), torch.as_tensor(answer).reshape(-1)
+    P, L = len(prompt), len(answer)
+    if L == 0:
+        raise ValueError("The answer is empty; there is nothing to score.")
+    device = next(model.parameters()).device
+    seq = torch.cat([prompt, answer]).to(device)  # (P + L,)
+    target = answer.to(device)
+    samples = []
+    for start in range(0, mc_num, batch_size):
+        b = min(batch_size, mc_num - start)
+        if method == "l":
+            counts = stratified_mask_counts(L, b, generator)  # (b,)
+            masked = mask_exactly(counts, L, generator)  # (b, L), weight L / l_i
+        else:
+            t = (torch.rand((), generator=generator) + torch.arange(b)) / b  # (b,) stratified
+            p = mask_probability(t, eps)
+            masked = torch.rand(b, L, generator=generator) < p[:, None]  # (b, L)
+            weight = 1.0 / p.double()
+        x = seq.expand(b, -1).clone()  # (b, P + L)
+        x[:, P:] = torch.where(masked.to(device), mask_id, x[:, P:])
+        logits = guided_logits(model, x, P, mask_id, cfg_scale)[:, P:]  # (b, L, V)
+        if method == "l":
+            per_row = l_estimator_terms(logits, target, masked.to(device)).cpu()  # (b,)
+        else:
+            ce = F.cross_entropy(
+                logits.float().transpose(1, 2), target.expand(b, -1), reduction="none"
+            )  # (b, L)
+            per_row = (ce.double() * masked.to(device)).sum(dim=1).cpu() * weight  # (b,)
+        samples.append(per_row)
+    return torch.cat(samples)
+
+
+@dataclass
+class ConditionalEstimate:
+    """A Monte Carlo upper bound on -log p(answer | prompt), nats summed over the answer."""
+
+    nll: float  # mean of the samples: an upper bound on -log p(answer | prompt)
+    stderr: float  # std of the samples / sqrt(n): conservative (ignores the stratification)
+    answer_tokens: int
+    samples: int
+
+    @property
+    def log_likelihood(self) -> float:
+        """What LLaDA's get_log_likelihood returns: minus the bound, a lower bound on log p."""
+        return -self.nll
+
+    @property
+    def nats_per_token(self) -> float:
+        return self.nll / self.answer_tokens
+
+    def __str__(self) -> str:
+        exact = " (exact)" if self.stderr == 0 and self.answer_tokens == 1 else ""
+        return (
+            f"-log p(answer | prompt) <= {self.nll:.3f} ± {self.stderr:.3f} nats{exact} "
+            f"({self.answer_tokens} answer tokens, {self.samples} samples)"
+        )
+
+
+def estimate_conditional_nll(
+    model,
+    prompt: torch.Tensor,
+    answer: torch.Tensor,
+    mask_id: int,
+    mc_num: int = 128,
+    batch_size: int = 16,
+    cfg_scale: float = 0.0,
+    method: Method = "l",
+    seed: int = 0,
+) -> ConditionalEstimate:
+    """LLaDA's conditional likelihood estimate with a fixed seed (so options scored with the same
+    seed share their random masks). A one-token answer takes one forward pass and is exact."""
+    answer = torch.as_tensor(answer).reshape(-1)
+    if len(answer) == 1 and method == "l":
+        mc_num = batch_size = 1  # l = 1 always, weight 1: -log p(answer | prompt) exactly
+    was_training = getattr(model, "training", False)
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    s = conditional_nelbo_samples(
+        model, prompt, answer, mask_id, mc_num, batch_size, cfg_scale, method, generator=generator
+    )
+    if isinstance(model, torch.nn.Module):
+        model.train(was_training)
+    stderr = s.std().item() / math.sqrt(len(s)) if len(s) > 1 else 0.0
+    if len(answer) == 1 and method == "l":
+        stderr = 0.0
+    return ConditionalEstimate(s.mean().item(), stderr, len(answer), len(s))

@@ -37,7 +37,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from minillada.checkpoint import CheckpointError, _flatten_optimizer, _unflatten_optimizer
+from minillada.checkpoint import CheckpointError, flatten_optimizer_state, unflatten_optimizer_state
 from minillada.hf_checkpoint import load_hf_checkpoint, save_hf_checkpoint
 from minillada.masking import apply_mask, mask_probability
 from minillada.objectives import masked_diffusion_loss
@@ -293,7 +293,7 @@ def save_training_checkpoint(
     if rank == 0:
         folder.mkdir(parents=True, exist_ok=True)
         save_hf_checkpoint(unwrap(model), folder)
-        tensors, opt_meta = _flatten_optimizer(state.optimizer.state_dict())
+        tensors, opt_meta = flatten_optimizer_state(state.optimizer.state_dict())
         tensors["generator_state"] = state.generator.get_state()
         tensors.update(rng_state())
         save_file(tensors, str(folder / OPTIMIZER_FILE))
@@ -336,7 +336,7 @@ def load_training_checkpoint(
         torch.cuda.set_rng_state_all([tensors[k] for k in cuda_states][: torch.cuda.device_count()])
     for k in cuda_states:
         tensors.pop(k)
-    state.optimizer.load_state_dict(_unflatten_optimizer(tensors, trainer["optimizer"]))
+    state.optimizer.load_state_dict(unflatten_optimizer_state(tensors, trainer["optimizer"]))
     state.iter_num = trainer["iter_num"]
     state.history = trainer["history"]
     return state

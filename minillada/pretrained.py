@@ -31,3 +31,21 @@ def load_char_shakespeare(
     tokenizer)."""
     model, tokenizer, _ = load_checkpoint(shipped_checkpoint(CHAR_SHAKESPEARE), device)
     return model, tokenizer
+
+
+AR_SHAKESPEARE = "ar_shakespeare"  # lesson 3's autoregressive twin of char_shakespeare
+
+
+def load_ar_shakespeare(
+    device: torch.device | str = "cpu",
+) -> tuple[torch.nn.Module, CharTokenizer]:
+    """Lesson 3's causal twin of lesson 1's model, same budget: (model, tokenizer)."""
+    model, tokenizer, _ = load_checkpoint(shipped_checkpoint(AR_SHAKESPEARE), device)
+    return model, tokenizer
+
+
+def load_subword_shakespeare(device: torch.device | str = "cpu"):
+    """Lesson 4's subword LLaDA model with its BPE tokenizer (see minillada.subword_data)."""
+    from minillada.subword_data import load_subword_shakespeare as load
+
+    return load(device)

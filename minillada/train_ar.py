@@ -1,0 +1,158 @@
+"""Train lesson 3's autoregressive twin of lesson 1's model from the command line.
+
+    python -m minillada.train_ar --out runs/ar --iters 7000
+
+Same network (TinyTransformer with ``causal=True``), same data, batch, context, optimizer, schedule
+and seed as ``minillada.train_char``; only the loss changes (next-token cross-entropy). Equal
+iterations x batch x context means equal FLOPs and equal wall time per run, since the two networks
+are the same size and do the same forward and backward work per window (see lesson 3). The shipped
+checkpoint data/checkpoints/ar_shakespeare was made with the command recorded in data/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from minillada.autoregressive import ar_loss_fn, exact_nll
+from minillada.char_data import eval_windows, get_batch
+from minillada.checkpoint import load_train_state, load_weights, save_checkpoint
+from minillada.tiny_transformer import TinyTransformer, TinyTransformerConfig
+from minillada.train_char import load_char_corpus
+from minillada.training import TrainConfig, new_train_state, train
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--out", required=True, help="checkpoint folder")
+    ap.add_argument("--iters", type=int, default=2000)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--block-size", type=int, default=128)
+    ap.add_argument("--n-layer", type=int, default=4)
+    ap.add_argument("--n-head", type=int, default=4)
+    ap.add_argument("--n-embd", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--min-lr", type=float, default=1e-4)
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--eval-interval", type=int, default=500)
+    ap.add_argument("--eval-windows", type=int, default=200)
+    ap.add_argument("--save-every", type=int, default=1000)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--seed", type=int, default=1337)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument(
+        "--compare-with",
+        default=None,
+        help="a train_char run folder (with trainer_state.json): its validation curve is written "
+        "next to this run's in curves.json, for lesson 3's plot",
+    )
+    ap.add_argument(
+        "--ship",
+        default=None,
+        help="after training, copy config.json, model.safetensors and curves.json (no optimizer "
+        "state) into this folder, e.g. data/checkpoints/ar_shakespeare",
+    )
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    tok, train_ids, val_ids = load_char_corpus()
+    model_cfg = TinyTransformerConfig(
+        vocab_size=tok.vocab_size,
+        block_size=args.block_size,
+        n_layer=args.n_layer,
+        n_head=args.n_head,
+        n_embd=args.n_embd,
+        causal=True,
+    )
+    train_cfg = TrainConfig(
+        max_iters=args.iters,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        min_lr=args.min_lr,
+        warmup_iters=args.warmup,
+        eval_interval=args.eval_interval,
+        seed=args.seed,
+    )
+    torch.manual_seed(args.seed)
+    model = TinyTransformer(model_cfg)
+    state = new_train_state(model, train_cfg)
+    out = Path(args.out)
+    if args.resume:
+        load_weights(model, out)
+        load_train_state(out, state)
+        print(f"resumed at iteration {state.iter_num}")
+    print(f"{model.num_parameters():,} parameters; training to iteration {args.iters}")
+
+    bos_id = tok.mask_id  # the AR model never sees a mask: its id serves as start-of-window
+    val_windows = eval_windows(val_ids, args.block_size, args.eval_windows)
+    batches = partial(get_batch, train_ids, args.batch_size, args.block_size)
+    loss_fn = partial(ar_loss_fn, bos_id=bos_id)
+    evaluate = partial(_val_nll, windows=val_windows, bos_id=bos_id)
+    t0 = time.perf_counter()
+    while state.iter_num < args.iters:
+        state = train(
+            model, batches, loss_fn, train_cfg, state, evaluate, stop_after=args.save_every
+        )
+        extra = {"train": asdict(train_cfg), "iter_num": state.iter_num, "bos_id": bos_id}
+        save_checkpoint(out, model, tok, state, extra=extra)
+        last_val = state.history["val"][-1] if state.history["val"] else float("nan")
+        print(
+            f"iter {state.iter_num}: loss {state.history['loss'][-1]:.3f}, val NLL "
+            f"{last_val:.3f} nats/char, {time.perf_counter() - t0:.0f}s",
+            flush=True,
+        )
+    full = exact_nll(model, eval_windows(val_ids, args.block_size), bos_id)
+    print(f"final validation NLL (all val windows, exact): {full}")
+    metrics = {
+        "val_nll_nats": full.nats,
+        "val_nll_stderr": full.stderr,
+        "val_windows": full.num_sequences,
+        "train_seconds": round(time.perf_counter() - t0, 1),
+    }
+    curve = {"val_iter": state.history["val_iter"], "val": state.history["val"]}
+    extra = {"train": asdict(train_cfg), "iter_num": state.iter_num, "bos_id": bos_id}
+    save_checkpoint(out, model, tok, state, extra={**extra, "metrics": metrics, "curve": curve})
+    print(json.dumps(metrics))
+    write_curves(out, state.history, args.compare_with, args.block_size, args.eval_windows)
+    if args.ship:
+        ship = Path(args.ship)
+        ship.mkdir(parents=True, exist_ok=True)
+        for name in ("config.json", "model.safetensors", "curves.json"):
+            shutil.copyfile(out / name, ship / name)
+        print(f"shipped to {ship}")
+
+
+def write_curves(
+    out: Path, history: dict, compare_with: str | None, block_size: int, eval_windows: int
+) -> None:
+    """curves.json: this run's validation curve and optionally a train_char run's (lesson 3)."""
+    curves = {
+        "ar": {"val_iter": history["val_iter"], "val_nats": history["val"], "source": "exact NLL"}
+    }
+    if compare_with:
+        mdm = json.loads((Path(compare_with) / "trainer_state.json").read_text())["history"]
+        curves["mdm"] = {
+            "val_iter": mdm["val_iter"],
+            "val_nats": mdm["val"],
+            "source": "t-estimator bound, 2 samples per window",
+        }
+    curves["windows"] = f"eval_windows(val, {block_size}, {eval_windows})"
+    (out / "curves.json").write_text(json.dumps(curves, indent=1))
+
+
+def _val_nll(model, windows, bos_id):
+    return exact_nll(model, windows, bos_id).nats
+
+
+if __name__ == "__main__":
+    main()
