@@ -11,7 +11,6 @@ checkpoint data/checkpoints/ar_shakespeare was made with the command recorded in
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import time
@@ -25,28 +24,12 @@ from minillada.autoregressive import ar_loss_fn, exact_nll
 from minillada.char_data import eval_windows, get_batch
 from minillada.checkpoint import load_train_state, load_weights, save_checkpoint
 from minillada.tiny_transformer import TinyTransformer, TinyTransformerConfig
-from minillada.train_char import load_char_corpus
+from minillada.train_char import char_training_parser, load_char_corpus
 from minillada.training import TrainConfig, new_train_state, train
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--out", required=True, help="checkpoint folder")
-    ap.add_argument("--iters", type=int, default=2000)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--block-size", type=int, default=128)
-    ap.add_argument("--n-layer", type=int, default=4)
-    ap.add_argument("--n-head", type=int, default=4)
-    ap.add_argument("--n-embd", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--min-lr", type=float, default=1e-4)
-    ap.add_argument("--warmup", type=int, default=100)
-    ap.add_argument("--eval-interval", type=int, default=500)
-    ap.add_argument("--eval-windows", type=int, default=200)
-    ap.add_argument("--save-every", type=int, default=1000)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap = char_training_parser(__doc__)
     ap.add_argument("--seed", type=int, default=1337)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument(

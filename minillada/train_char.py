@@ -35,9 +35,11 @@ def load_char_corpus() -> tuple[CharTokenizer, torch.Tensor, torch.Tensor]:
     return tok, train_ids, val_ids
 
 
-def main(argv: list[str] | None = None) -> None:
+def char_training_parser(description: str | None) -> argparse.ArgumentParser:
+    """The arguments every lesson-1-sized training CLI shares (train_char, train_ar): model shape,
+    optimisation, evaluation and checkpointing."""
     ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--out", required=True, help="checkpoint folder")
     ap.add_argument("--iters", type=int, default=2000)
@@ -53,6 +55,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--eval-windows", type=int, default=200)
     ap.add_argument("--save-every", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = char_training_parser(__doc__)
     ap.add_argument(
         "--final-samples", type=int, default=16, help="t samples per window, final bound"
     )
