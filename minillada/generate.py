@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 import torch
 
+from minillada.guidance import guided_logits
 from minillada.remasking import STRATEGIES, confidence_scores, select_transfer
 from minillada.sampling import gumbel_argmax, num_transfer_tokens
 from minillada.traces import Trace
@@ -64,15 +65,6 @@ def low_confidence_step(
     return torch.where(transfer, x0, x)
 
 
-def model_logits(
-    model: Callable, x: torch.Tensor, attention_mask: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Run any "ids -> logits" model: it may return a tensor or an object with ``.logits`` (Hugging
-    Face); ``attention_mask`` is passed as a keyword only when given. (B, L) -> (B, L, V)."""
-    out = model(x) if attention_mask is None else model(x, attention_mask=attention_mask)
-    return out if torch.is_tensor(out) else out.logits
-
-
 def accepts_attention_mask(model: Callable) -> bool:
     """Whether ``model(ids, attention_mask=...)`` is a valid call (a parameter of that name or
     **kwargs)."""
@@ -97,26 +89,6 @@ def context_length(model: Callable, max_length: int | None = None) -> int | None
         if isinstance(value, int):
             return value
     return None
-
-
-def guided_logits(
-    model: Callable,
-    x: torch.Tensor,
-    prompt_index: torch.Tensor,
-    mask_id: int,
-    cfg_scale: float,
-    attention_mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Logits of the canvas, with unsupervised classifier-free guidance when ``cfg_scale`` = w > 0:
-    un + (w + 1)(cond - un), where the unconditional copy has every prompt position masked (both
-    passes run as one batch of 2B, as the official code does). (B, L) -> (B, L, V), model dtype."""
-    if cfg_scale <= 0:
-        return model_logits(model, x, attention_mask)
-    un_x = torch.where(prompt_index, mask_id, x)
-    am = None if attention_mask is None else torch.cat([attention_mask, attention_mask])
-    logits = model_logits(model, torch.cat([x, un_x]), am)  # (2B, L, V)
-    cond, un = logits.chunk(2, dim=0)
-    return un + (cfg_scale + 1) * (cond - un)
 
 
 def _as_batch(ids: torch.Tensor, name: str) -> torch.Tensor:

@@ -21,6 +21,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from minillada.guidance import guided_logits
 from minillada.masking import EPS, apply_mask, mask_probability
 
 
@@ -151,26 +152,6 @@ def l_estimator_terms(
     return (ce.double() * masked).sum(dim=1) * (L / n_masked)
 
 
-def model_logits(model, x: torch.Tensor) -> torch.Tensor:
-    """Any "ids -> logits" model: a tensor, or an object with ``.logits`` (Hugging Face)."""
-    out = model(x)
-    return out if torch.is_tensor(out) else out.logits
-
-
-def guided_logits(
-    model, x: torch.Tensor, prompt_len: int, mask_id: int, cfg_scale: float = 0.0
-) -> torch.Tensor:
-    """Logits, with LLaDA's classifier-free guidance when cfg_scale > 0: run x and a copy whose
-    prompt is masked in one batch and return un + (cfg_scale + 1)(cond - un).
-    (b, T) -> (b, T, V)."""
-    if cfg_scale == 0:
-        return model_logits(model, x)
-    unconditional = x.clone()
-    unconditional[:, :prompt_len] = mask_id
-    cond, un = model_logits(model, torch.cat([x, unconditional])).chunk(2)  # 2 x (b, T, V)
-    return un + (cfg_scale + 1) * (cond - un)
-
-
 Method = Literal["l", "t"]
 
 
@@ -219,7 +200,8 @@ def conditional_nelbo_samples(
             weight = 1.0 / p.double()
         x = seq.expand(b, -1).clone()  # (b, P + L)
         x[:, P:] = torch.where(masked.to(device), mask_id, x[:, P:])
-        logits = guided_logits(model, x, P, mask_id, cfg_scale)[:, P:]  # (b, L, V)
+        is_prompt = torch.arange(P + L, device=device) < P  # (P + L,)
+        logits = guided_logits(model, x, is_prompt, mask_id, cfg_scale)[:, P:]  # (b, L, V)
         if method == "l":
             per_row = l_estimator_terms(logits, target, masked.to(device)).cpu()  # (b,)
         else:

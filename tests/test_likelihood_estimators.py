@@ -17,10 +17,10 @@ from minillada.autoregressive import (
 )
 from minillada.char_data import CharTokenizer
 from minillada.exercises import ExerciseFailed, lesson3
+from minillada.guidance import guided_logits
 from minillada.likelihood import (
     conditional_nelbo_samples,
     estimate_conditional_nll,
-    guided_logits,
     l_estimator_terms,
     mask_exactly,
     nelbo_per_sequence,
@@ -108,7 +108,8 @@ def test_cfg_matches_llada_formula_and_is_exact_for_one_token():
     guided = unc + (w + 1) * (cond - unc)
     est = estimate_conditional_nll(model, prompt, torch.tensor([a]), mask_id, cfg_scale=w)
     assert est.nll == pytest.approx(-guided.double().log_softmax(-1)[a].item(), abs=1e-5)
-    assert torch.allclose(guided_logits(model, x, 3, mask_id, w)[0, -1], guided, atol=1e-5)
+    is_prompt = torch.arange(4) < 3
+    assert torch.allclose(guided_logits(model, x, is_prompt, mask_id, w)[0, -1], guided, atol=1e-5)
 
 
 def test_l_estimator_of_a_fixed_distribution_is_exact_on_every_sample():
