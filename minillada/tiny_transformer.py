@@ -34,8 +34,13 @@ class TinyTransformerConfig:
     fast_attention: bool = (
         True  # use F.scaled_dot_product_attention; False spells softmax(QK^T)V out
     )
+    # "rope" (as LLaDA) or "learned": GPT-2's absolute position embeddings, kept to measure what
+    # RoPE buys a bidirectional model (bench/lesson1_quality.md)
+    positions: str = "rope"
 
     def __post_init__(self) -> None:
+        if self.positions not in ("rope", "learned"):
+            raise ValueError(f"positions must be 'rope' or 'learned', got {self.positions!r}.")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}.")
         if (self.n_embd // self.n_head) % 2:
@@ -51,11 +56,14 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None
+    ) -> torch.Tensor:
         B, T, D = x.shape
         q, k, v = self.qkv(x).split(D, dim=-1)  # 3 x (B, T, D)
         q, k, v = (z.view(B, T, self.n_head, D // self.n_head).transpose(1, 2) for z in (q, k, v))
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, H, T, Dh)
+        if cos is not None:  # RoPE; None when the model uses learned absolute positions
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, H, T, Dh)
         if self.fast:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
         else:
@@ -100,7 +108,9 @@ class Block(nn.Module):
         self.mlp_norm = nn.LayerNorm(cfg.n_embd, bias=False)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None
+    ) -> torch.Tensor:
         x = x + self.attn(self.attn_norm(x), cos, sin)
         x = x + self.mlp(self.mlp_norm(x))
         return x
@@ -111,6 +121,8 @@ class TinyTransformer(nn.Module):
         super().__init__()
         self.config = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        if cfg.positions == "learned":
+            self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.final_norm = nn.LayerNorm(cfg.n_embd, bias=False)
         self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)  # untied, as in LLaDA
@@ -142,7 +154,11 @@ class TinyTransformer(nn.Module):
                 f"block_size."
             )
         x = self.tok_emb(idx)  # (B, T, D)
-        cos, sin = self.rope_cos[:T], self.rope_sin[:T]  # (T, Dh)
+        if self.config.positions == "learned":
+            x = x + self.pos_emb(torch.arange(T, device=idx.device))  # (B, T, D)
+            cos = sin = None
+        else:
+            cos, sin = self.rope_cos[:T], self.rope_sin[:T]  # (T, Dh)
         for block in self.blocks:
             x = block(x, cos, sin)
         x = self.final_norm(x)

@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         n_layer=args.n_layer,
         n_head=args.n_head,
         n_embd=args.n_embd,
+        positions=args.positions,
         causal=True,
     )
     train_cfg = TrainConfig(

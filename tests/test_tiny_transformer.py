@@ -49,3 +49,22 @@ def test_parameter_count_of_lesson_model():
     # embedding + head 2*66*128, 4 blocks of (4*128^2 attention + 8*128^2 MLP + 2*128 norms), final
     # norm
     assert model.num_parameters() == 2 * 66 * 128 + 4 * (12 * 128 * 128 + 256) + 128 == 804_480
+
+
+def test_learned_positions_variant_is_position_aware_and_round_trips(tmp_path):
+    from minillada.char_data import CharTokenizer
+    from minillada.checkpoint import load_checkpoint, save_checkpoint
+
+    model = small(positions="learned")
+    assert model.pos_emb.weight.shape == (16, 32)
+    # without RoPE or a causal mask, only pos_emb tells positions apart: a sequence of one
+    # repeated token must still get different outputs at different positions
+    logits = model(torch.full((1, 16), 3))
+    assert not torch.allclose(logits[0, 0], logits[0, 5])
+    save_checkpoint(tmp_path, model, CharTokenizer.from_text("abcdefghij"))
+    loaded, _, config = load_checkpoint(tmp_path)
+    assert config["model"]["positions"] == "learned"
+    x = torch.randint(0, 11, (2, 16))
+    torch.testing.assert_close(loaded(x), model(x))
+    with pytest.raises(ValueError, match="positions must be 'rope' or 'learned'"):
+        small(positions="alibi")
