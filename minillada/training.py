@@ -29,7 +29,7 @@ class TrainConfig:
     lr: float = 1e-3  # peak learning rate
     min_lr: float = 1e-4  # cosine decays to this
     warmup_iters: int = 100
-    weight_decay: float = 0.1  # applied to matrices only (not norms or embeddings)
+    weight_decay: float = 0.1  # on weight matrices only; see make_optimizer
     betas: tuple[float, float] = (0.9, 0.99)
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
     eval_interval: int = 250  # iterations between validation estimates; 0 = never
@@ -47,7 +47,10 @@ def lr_at(it: int, max_iters: int, lr: float, min_lr: float, warmup_iters: int) 
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on 2-D weight matrices only (nanoGPT's grouping)."""
+    """AdamW with weight decay on weight matrices (dim >= 2) and none on norms and biases, as
+    nanoGPT groups them, except that parameters whose name contains "emb" (TinyTransformer's
+    ``tok_emb``, ``pos_emb``) are not decayed either. LLaDAModel's token embedding is called
+    ``wte`` and is decayed; the shipped subword model was trained that way."""
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "emb" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "emb" not in n)]
     groups = [
