@@ -13,25 +13,18 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
-import torch
-
 from minillada.autoregressive import ar_loss_fn, exact_nll
-from minillada.char_data import eval_windows, get_batch
-from minillada.checkpoint import load_train_state, load_weights, save_checkpoint
-from minillada.tiny_transformer import TinyTransformer, TinyTransformerConfig
-from minillada.train_char import char_training_parser, load_char_corpus
-from minillada.training import TrainConfig, new_train_state, train
+from minillada.char_data import eval_windows
+from minillada.checkpoint import save_checkpoint
+from minillada.train_char import char_training_parser, start_char_run, train_with_checkpoints
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = char_training_parser(__doc__)
-    ap.add_argument("--seed", type=int, default=1337)
-    ap.add_argument("--resume", action="store_true")
     ap.add_argument(
         "--compare-with",
         default=None,
@@ -45,63 +38,21 @@ def main(argv: list[str] | None = None) -> None:
         "state) into this folder, e.g. data/checkpoints/ar_shakespeare",
     )
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    tok, train_ids, val_ids = load_char_corpus()
-    model_cfg = TinyTransformerConfig(
-        vocab_size=tok.vocab_size,
-        block_size=args.block_size,
-        n_layer=args.n_layer,
-        n_head=args.n_head,
-        n_embd=args.n_embd,
-        positions=args.positions,
-        causal=True,
-    )
-    train_cfg = TrainConfig(
-        max_iters=args.iters,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        min_lr=args.min_lr,
-        warmup_iters=args.warmup,
-        eval_interval=args.eval_interval,
-        seed=args.seed,
-    )
-    torch.manual_seed(args.seed)
-    model = TinyTransformer(model_cfg)
-    state = new_train_state(model, train_cfg)
-    out = Path(args.out)
-    if args.resume:
-        load_weights(model, out)
-        load_train_state(out, state)
-        print(f"resumed at iteration {state.iter_num}")
-    print(f"{model.num_parameters():,} parameters; training to iteration {args.iters}")
-
+    run = start_char_run(args, causal=True)
+    tok, model, val_ids = run.tok, run.model, run.val_ids
     bos_id = tok.mask_id  # the AR model never sees a mask: its id serves as start-of-window
     val_windows = eval_windows(val_ids, args.block_size, args.eval_windows)
-    batches = partial(get_batch, train_ids, args.batch_size, args.block_size)
     loss_fn = partial(ar_loss_fn, bos_id=bos_id)
     evaluate = partial(_val_nll, windows=val_windows, bos_id=bos_id)
-    t0 = time.perf_counter()
-    while state.iter_num < args.iters:
-        state = train(
-            model, batches, loss_fn, train_cfg, state, evaluate, stop_after=args.save_every
-        )
-        extra = {"train": asdict(train_cfg), "iter_num": state.iter_num, "bos_id": bos_id}
-        save_checkpoint(out, model, tok, state, extra=extra)
-        last_val = state.history["val"][-1] if state.history["val"] else float("nan")
-        print(
-            f"iter {state.iter_num}: loss {state.history['loss'][-1]:.3f}, val NLL "
-            f"{last_val:.3f} nats/char, {time.perf_counter() - t0:.0f}s",
-            flush=True,
-        )
+    train_with_checkpoints(run, loss_fn, evaluate, args.save_every, {"bos_id": bos_id}, "val NLL")
+    state, train_cfg, out = run.state, run.train_cfg, run.out
     full = exact_nll(model, eval_windows(val_ids, args.block_size), bos_id)
     print(f"final validation NLL (all val windows, exact): {full}")
     metrics = {
         "val_nll_nats": full.nats,
         "val_nll_stderr": full.stderr,
         "val_windows": full.num_sequences,
-        "train_seconds": round(time.perf_counter() - t0, 1),
+        "train_seconds": round(sum(state.history.get("seconds", [])), 1),  # all sessions
     }
     curve = {"val_iter": state.history["val_iter"], "val": state.history["val"]}
     extra = {"train": asdict(train_cfg), "iter_num": state.iter_num, "bos_id": bos_id}

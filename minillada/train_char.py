@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from minillada.datasets import load_text
 from minillada.likelihood import estimate_nelbo
 from minillada.objectives import diffusion_loss
 from minillada.tiny_transformer import TinyTransformer, TinyTransformerConfig
-from minillada.training import TrainConfig, new_train_state, train
+from minillada.training import TrainConfig, TrainState, new_train_state, train
 
 
 def load_char_corpus() -> tuple[CharTokenizer, torch.Tensor, torch.Tensor]:
@@ -60,21 +60,28 @@ def char_training_parser(description: str | None) -> argparse.ArgumentParser:
     ap.add_argument("--eval-windows", type=int, default=200)
     ap.add_argument("--save-every", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--seed", type=int, default=1337)
+    ap.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     return ap
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = char_training_parser(__doc__)
-    ap.add_argument(
-        "--final-samples", type=int, default=16, help="t samples per window, final bound"
-    )
-    ap.add_argument("--final-windows", type=int, default=0, help="0 = every validation window")
-    ap.add_argument("--seed", type=int, default=1337)
-    ap.add_argument("--resume", action="store_true")
-    args = ap.parse_args(argv)
+@dataclass
+class CharRun:
+    """What a lesson-1-sized training CLI sets up from its arguments (train_char, train_ar)."""
+
+    tok: CharTokenizer
+    train_ids: torch.Tensor
+    val_ids: torch.Tensor
+    model: TinyTransformer
+    train_cfg: TrainConfig
+    state: TrainState
+    out: Path
+
+
+def start_char_run(args: argparse.Namespace, causal: bool = False) -> CharRun:
+    """Corpus, model (seeded), optimizer state, and the checkpoint in --out if --resume."""
     if args.threads:
         torch.set_num_threads(args.threads)
-
     tok, train_ids, val_ids = load_char_corpus()
     model_cfg = TinyTransformerConfig(
         vocab_size=tok.vocab_size,
@@ -83,6 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         n_head=args.n_head,
         n_embd=args.n_embd,
         positions=args.positions,
+        causal=causal,
     )
     train_cfg = TrainConfig(
         max_iters=args.iters,
@@ -102,25 +110,45 @@ def main(argv: list[str] | None = None) -> None:
         load_train_state(out, state)
         print(f"resumed at iteration {state.iter_num}")
     print(f"{model.num_parameters():,} parameters; training to iteration {args.iters}")
+    return CharRun(tok, train_ids, val_ids, model, train_cfg, state, out)
 
-    val_windows = eval_windows(val_ids, args.block_size, args.eval_windows)
-    batches = partial(get_batch, train_ids, args.batch_size, args.block_size)
-    loss_fn = partial(_loss, mask_id=tok.mask_id)
-    evaluate = partial(_val_bound, windows=val_windows, mask_id=tok.mask_id)
+
+def train_with_checkpoints(
+    run: CharRun, loss_fn, evaluate, save_every: int, extra: dict, val_name: str
+) -> None:
+    """Train to max_iters, saving a resumable checkpoint every ``save_every`` iterations."""
+    block_size = run.model.config.block_size
+    batches = partial(get_batch, run.train_ids, run.train_cfg.batch_size, block_size)
     t0 = time.perf_counter()
-    while state.iter_num < args.iters:
-        state = train(
-            model, batches, loss_fn, train_cfg, state, evaluate, stop_after=args.save_every
+    while run.state.iter_num < run.train_cfg.max_iters:
+        run.state = train(
+            run.model, batches, loss_fn, run.train_cfg, run.state, evaluate, stop_after=save_every
         )
-        extra = {"train": asdict(train_cfg), "iter_num": state.iter_num}
-        save_checkpoint(out, model, tok, state, extra=extra)
-        last_val = state.history["val"][-1] if state.history["val"] else float("nan")
+        info = {"train": asdict(run.train_cfg), "iter_num": run.state.iter_num, **extra}
+        save_checkpoint(run.out, run.model, run.tok, run.state, extra=info)
+        history = run.state.history
+        last_val = history["val"][-1] if history["val"] else float("nan")
         print(
-            f"iter {state.iter_num}: loss {state.history['loss'][-1]:.3f}, val bound "
-            f"{last_val:.3f} "
-            f"nats/char, {time.perf_counter() - t0:.0f}s",
+            f"iter {run.state.iter_num}: loss {history['loss'][-1]:.3f}, {val_name} "
+            f"{last_val:.3f} nats/char, {time.perf_counter() - t0:.0f}s",
             flush=True,
         )
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = char_training_parser(__doc__)
+    ap.add_argument(
+        "--final-samples", type=int, default=16, help="t samples per window, final bound"
+    )
+    ap.add_argument("--final-windows", type=int, default=0, help="0 = every validation window")
+    args = ap.parse_args(argv)
+    run = start_char_run(args)
+    tok, model, val_ids = run.tok, run.model, run.val_ids
+    val_windows = eval_windows(val_ids, args.block_size, args.eval_windows)
+    loss_fn = partial(_loss, mask_id=tok.mask_id)
+    evaluate = partial(_val_bound, windows=val_windows, mask_id=tok.mask_id)
+    train_with_checkpoints(run, loss_fn, evaluate, args.save_every, {}, "val bound")
+    state, train_cfg, out = run.state, run.train_cfg, run.out
     final_windows = eval_windows(val_ids, args.block_size, args.final_windows or None)
     full = estimate_nelbo(model, final_windows, tok.mask_id, samples=args.final_samples)
     print(f"final validation bound: {full}")
@@ -129,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         "val_nelbo_stderr": full.stderr,
         "val_windows": full.num_sequences,
         "samples_per_window": full.samples_per_sequence,
-        "train_seconds": round(time.perf_counter() - t0, 1),
+        "train_seconds": round(sum(state.history.get("seconds", [])), 1),  # all sessions
     }
     save_checkpoint(
         out,
