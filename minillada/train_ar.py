@@ -1,6 +1,6 @@
 """Train lesson 3's autoregressive twin of lesson 1's model from the command line.
 
-    python -m minillada.train_ar --out runs/ar --iters 7000
+    python -m minillada.train_ar --out runs/ar --iters 10000
 
 Same network (TinyTransformer with ``causal=True``), same data, batch, context, optimizer, schedule
 and seed as ``minillada.train_char``; only the loss changes (next-token cross-entropy). Equal
