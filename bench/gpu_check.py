@@ -118,7 +118,7 @@ def check_train(device: torch.device, iters: int) -> dict:
         state = json.loads((folder / "trainer_state.json").read_text())
         out[name] = {
             "seconds_total": round(seconds, 2),
-            "seconds_training": round(sum(state["history"]["seconds"][-1:]), 2),
+            "seconds_training": round(state["history"]["seconds"][-1], 2),
             "final_train_loss": state["history"]["loss"][-1],
             "val_bits_per_char": metrics.get("val_bits_per_char"),
         }

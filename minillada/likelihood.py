@@ -187,6 +187,7 @@ def conditional_nelbo_samples(
     device = next(model.parameters()).device
     seq = torch.cat([prompt, answer]).to(device)  # (P + L,)
     target = answer.to(device)
+    is_prompt = torch.arange(P + L, device=device) < P  # (P + L,)
     samples = []
     for start in range(0, mc_num, batch_size):
         b = min(batch_size, mc_num - start)
@@ -200,7 +201,6 @@ def conditional_nelbo_samples(
             weight = 1.0 / p.double()
         x = seq.expand(b, -1).clone()  # (b, P + L)
         x[:, P:] = torch.where(masked.to(device), mask_id, x[:, P:])
-        is_prompt = torch.arange(P + L, device=device) < P  # (P + L,)
         logits = guided_logits(model, x, is_prompt, mask_id, cfg_scale)[:, P:]  # (b, L, V)
         if method == "l":
             per_row = l_estimator_terms(logits, target, masked.to(device)).cpu()  # (b,)

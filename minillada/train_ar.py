@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
 from minillada.autoregressive import ar_loss_fn, exact_nll
 from minillada.char_data import eval_windows
-from minillada.checkpoint import save_checkpoint
 from minillada.train_char import char_training_parser, start_char_run, train_with_checkpoints
 
 
@@ -44,21 +42,20 @@ def main(argv: list[str] | None = None) -> None:
     val_windows = eval_windows(val_ids, args.block_size, args.eval_windows)
     loss_fn = partial(ar_loss_fn, bos_id=bos_id)
     evaluate = partial(_val_nll, windows=val_windows, bos_id=bos_id)
-    train_with_checkpoints(run, loss_fn, evaluate, args.save_every, {"bos_id": bos_id}, "val NLL")
-    state, train_cfg, out = run.state, run.train_cfg, run.out
+    train_with_checkpoints(run, loss_fn, evaluate, args.save_every, "val NLL", bos_id=bos_id)
+    history, out = run.state.history, run.out
     full = exact_nll(model, eval_windows(val_ids, args.block_size), bos_id)
     print(f"final validation NLL (all val windows, exact): {full}")
     metrics = {
         "val_nll_nats": full.nats,
         "val_nll_stderr": full.stderr,
         "val_windows": full.num_sequences,
-        "train_seconds": round(sum(state.history.get("seconds", [])), 1),  # all sessions
+        "train_seconds": run.train_seconds,
     }
-    curve = {"val_iter": state.history["val_iter"], "val": state.history["val"]}
-    extra = {"train": asdict(train_cfg), "iter_num": state.iter_num, "bos_id": bos_id}
-    save_checkpoint(out, model, tok, state, extra={**extra, "metrics": metrics, "curve": curve})
+    curve = {"val_iter": history["val_iter"], "val": history["val"]}
+    run.save(bos_id=bos_id, metrics=metrics, curve=curve)
     print(json.dumps(metrics))
-    write_curves(out, state.history, args.compare_with, args.block_size, args.eval_windows)
+    write_curves(out, history, args.compare_with, args.block_size, args.eval_windows)
     if args.ship:
         ship = Path(args.ship)
         ship.mkdir(parents=True, exist_ok=True)

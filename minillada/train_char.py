@@ -77,6 +77,16 @@ class CharRun:
     state: TrainState
     out: Path
 
+    def save(self, **extra) -> None:
+        """Write the resumable checkpoint to ``out``: settings, iteration and ``extra``."""
+        info = {"train": asdict(self.train_cfg), "iter_num": self.state.iter_num, **extra}
+        save_checkpoint(self.out, self.model, self.tok, self.state, extra=info)
+
+    @property
+    def train_seconds(self) -> float:
+        """Seconds in the training loop over every session of this run, resumes included."""
+        return round(sum(self.state.history.get("seconds", [])), 1)
+
 
 def start_char_run(args: argparse.Namespace, causal: bool = False) -> CharRun:
     """Corpus, model (seeded), optimizer state, and the checkpoint in --out if --resume."""
@@ -114,7 +124,7 @@ def start_char_run(args: argparse.Namespace, causal: bool = False) -> CharRun:
 
 
 def train_with_checkpoints(
-    run: CharRun, loss_fn, evaluate, save_every: int, extra: dict, val_name: str
+    run: CharRun, loss_fn, evaluate, save_every: int, val_name: str, **extra
 ) -> None:
     """Train to max_iters, saving a resumable checkpoint every ``save_every`` iterations."""
     block_size = run.model.config.block_size
@@ -124,8 +134,7 @@ def train_with_checkpoints(
         run.state = train(
             run.model, batches, loss_fn, run.train_cfg, run.state, evaluate, stop_after=save_every
         )
-        info = {"train": asdict(run.train_cfg), "iter_num": run.state.iter_num, **extra}
-        save_checkpoint(run.out, run.model, run.tok, run.state, extra=info)
+        run.save(**extra)
         history = run.state.history
         last_val = history["val"][-1] if history["val"] else float("nan")
         print(
@@ -147,8 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     val_windows = eval_windows(val_ids, args.block_size, args.eval_windows)
     loss_fn = partial(_loss, mask_id=tok.mask_id)
     evaluate = partial(_val_bound, windows=val_windows, mask_id=tok.mask_id)
-    train_with_checkpoints(run, loss_fn, evaluate, args.save_every, {}, "val bound")
-    state, train_cfg, out = run.state, run.train_cfg, run.out
+    train_with_checkpoints(run, loss_fn, evaluate, args.save_every, "val bound")
     final_windows = eval_windows(val_ids, args.block_size, args.final_windows or None)
     full = estimate_nelbo(model, final_windows, tok.mask_id, samples=args.final_samples)
     print(f"final validation bound: {full}")
@@ -157,15 +165,9 @@ def main(argv: list[str] | None = None) -> None:
         "val_nelbo_stderr": full.stderr,
         "val_windows": full.num_sequences,
         "samples_per_window": full.samples_per_sequence,
-        "train_seconds": round(sum(state.history.get("seconds", [])), 1),  # all sessions
+        "train_seconds": run.train_seconds,
     }
-    save_checkpoint(
-        out,
-        model,
-        tok,
-        state,
-        extra={"train": asdict(train_cfg), "iter_num": state.iter_num, "metrics": metrics},
-    )
+    run.save(metrics=metrics)
     print(json.dumps(metrics))
 
 
