@@ -4,9 +4,10 @@
 
 Times one training step (AdamW, next-token cross-entropy so that only the position handling
 differs) of lesson 1's TinyTransformer at the lesson-1 shape (batch 32, context 128), one thread,
-with queries and keys rotated as shipped (RoPE), not rotated at all (identity: what the rest of the
-step costs), scaled by the cosine table only (one element-wise op), and with learned absolute
-positions instead. Median of interleaved repeats.
+with queries and keys rotated as shipped (fast RoPE: one complex multiply on reordered features),
+rotated by rotate-half written out (``fast_rope=False``), not rotated at all (identity: what the
+rest of the step costs), scaled by the cosine table only (one element-wise op), and with learned
+absolute positions instead. Median of interleaved repeats.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import minillada.tiny_transformer as tiny
 from minillada.runtime import environment_report
 from minillada.tiny_transformer import TinyTransformer, TinyTransformerConfig
 
-ROTATIONS = {
-    "rope": tiny.apply_rope,
+ROTATIONS = {  # swapped in for the rotate-half path (fast_rope=False)
+    "rotate-half rope": tiny.apply_rope,
     "identity": lambda x, cos, sin: x,
     "one multiply": lambda x, cos, sin: x * cos,
 }
@@ -58,13 +59,15 @@ def main() -> None:
 
         return step
 
-    steps = {}
+    torch.manual_seed(0)
+    shipped = TinyTransformer(TinyTransformerConfig())
+    steps = {"fast rope (shipped)": make_step(shipped, ROTATIONS["rotate-half rope"])}  # not called
     for name, rotation in ROTATIONS.items():
         torch.manual_seed(0)
-        steps[name] = make_step(TinyTransformer(TinyTransformerConfig()), rotation)
+        steps[name] = make_step(TinyTransformer(TinyTransformerConfig(fast_rope=False)), rotation)
     torch.manual_seed(0)
     learned = TinyTransformer(TinyTransformerConfig(positions="learned"))
-    steps["learned positions"] = make_step(learned, ROTATIONS["rope"])  # never called: no RoPE
+    steps["learned positions"] = make_step(learned, ROTATIONS["rotate-half rope"])  # not called
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(args.repeats):  # interleaved
         for name, step in steps.items():
@@ -74,7 +77,7 @@ def main() -> None:
             for _ in range(args.steps):
                 step()
             times[name].append((time.perf_counter() - t0) / args.steps * 1e3)
-    tiny.apply_rope = ROTATIONS["rope"]
+    tiny.apply_rope = ROTATIONS["rotate-half rope"]
     result = {name: round(statistics.median(t), 1) for name, t in times.items()}
     print("ms per training step:", result)
     if args.out:

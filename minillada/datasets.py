@@ -126,6 +126,9 @@ def dataset_path(name: str, download: bool = True, timeout: float = 30.0) -> Pat
         if env_dir
         else (f"${DATA_DIR_ENV} is not set")
     )
+    if env_dir and not Path(env_dir).is_absolute():
+        # a notebook kernel runs in notebooks/, not where the variable was set
+        where += f", a relative path read from {Path.cwd()}: prefer an absolute one"
     if not download:
         raise DatasetError(
             f"{spec.name} is not cached at {cached} and downloading is off; {where}."

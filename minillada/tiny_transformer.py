@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minillada.rope import apply_rope, rope_tables
+from minillada.rope import apply_rope, apply_rope_interleaved, interleaved_order, rope_tables
 
 
 @dataclass
@@ -34,6 +34,9 @@ class TinyTransformerConfig:
     fast_attention: bool = (
         True  # use F.scaled_dot_product_attention; False spells softmax(QK^T)V out
     )
+    # RoPE as one complex multiply on reordered features (minillada.rope); False: rotate-half
+    # written out. Same function of the same weights either way.
+    fast_rope: bool = True
     # "rope" (as LLaDA) or "learned": GPT-2's absolute position embeddings, kept to measure what
     # RoPE buys a bidirectional model (bench/lesson1_quality.md)
     positions: str = "rope"
@@ -53,17 +56,34 @@ class SelfAttention(nn.Module):
         self.n_head = cfg.n_head
         self.causal = cfg.causal
         self.fast = cfg.fast_attention
+        self.fast_rope = cfg.fast_rope
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+        # For the fast RoPE path: qkv weight rows with every query/key head's features in
+        # interleaved order, value rows as they are. The weights themselves stay in LLaDA's layout.
+        D, Dh = cfg.n_embd, cfg.n_embd // cfg.n_head
+        heads = torch.arange(2 * cfg.n_head).unsqueeze(1) * Dh  # (2H, 1): query heads, key heads
+        qk_rows = (heads + interleaved_order(Dh)).reshape(-1)  # (2D,)
+        rows = torch.cat([qk_rows, torch.arange(2 * D, 3 * D)])  # (3D,)
+        self.register_buffer("interleaved_rows", rows, persistent=False)
 
     def forward(
         self, x: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None
     ) -> torch.Tensor:
         B, T, D = x.shape
-        q, k, v = self.qkv(x).split(D, dim=-1)  # 3 x (B, T, D)
-        q, k, v = (z.view(B, T, self.n_head, D // self.n_head).transpose(1, 2) for z in (q, k, v))
-        if cos is not None:  # RoPE; None when the model uses learned absolute positions
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, H, T, Dh)
+        H, Dh = self.n_head, D // self.n_head
+        if cos is not None and self.fast_rope:
+            weight = self.qkv.weight.index_select(0, self.interleaved_rows)  # (3D, D)
+            qk, v = F.linear(x, weight).split([2 * D, D], dim=-1)  # (B, T, 2D), (B, T, D)
+            # queries and keys rotated together, in one kernel
+            cos, sin = cos.view(T, 1, 1, Dh), sin.view(T, 1, 1, Dh)  # broadcast over (2, H)
+            q, k = apply_rope_interleaved(qk.view(B, T, 2, H, Dh), cos, sin).unbind(2)
+            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.view(B, T, H, Dh).transpose(1, 2)
+        else:
+            q, k, v = self.qkv(x).split(D, dim=-1)  # 3 x (B, T, D)
+            q, k, v = (z.view(B, T, H, Dh).transpose(1, 2) for z in (q, k, v))  # (B, H, T, Dh)
+            if cos is not None:  # RoPE; None when the model uses learned absolute positions
+                q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, H, T, Dh)
         if self.fast:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
         else:

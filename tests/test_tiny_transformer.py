@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from minillada.rope import apply_rope, rope_tables
+from minillada.rope import apply_rope, apply_rope_interleaved, interleaved_order, rope_tables
 from minillada.tiny_transformer import TinyTransformer, TinyTransformerConfig
 
 
@@ -18,6 +18,38 @@ def test_fast_and_readable_attention_agree(causal):
     slow.load_state_dict(fast.state_dict())
     x = torch.randint(0, 11, (3, 16))
     torch.testing.assert_close(fast(x), slow(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_fast_and_readable_rope_agree_in_outputs_and_gradients(causal):
+    fast = small(causal=causal)
+    slow = small(causal=causal, fast_rope=False)
+    slow.load_state_dict(fast.state_dict())  # same weights, same layout on disk
+    x = torch.randint(0, 11, (3, 16))
+    y_fast, y_slow = fast(x), slow(x)
+    torch.testing.assert_close(y_fast, y_slow, atol=1e-5, rtol=1e-5)
+    y_fast.square().sum().backward()
+    y_slow.square().sum().backward()
+    for (name, p_fast), p_slow in zip(fast.named_parameters(), slow.parameters(), strict=True):
+        torch.testing.assert_close(p_fast.grad, p_slow.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_interleaved_rope_is_rotate_half_rope_on_reordered_features(dtype):
+    cos, sin = rope_tables(12, 8)
+    x = torch.randn(2, 3, 12, 8).to(dtype)
+    order = interleaved_order(8)
+    assert order.tolist() == [0, 4, 1, 5, 2, 6, 3, 7]
+    expected = apply_rope(x, cos, sin)[..., order]
+    got = apply_rope_interleaved(x[..., order], cos, sin)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got, expected)
+    # a view at an odd offset cannot be read as complex pairs in place: it is copied, not misread
+    view = torch.randn(1 + 2 * 3 * 12 * 8)[1:].view(2, 3, 12, 8)
+    rotate_half_layout = view[..., torch.argsort(order)]
+    torch.testing.assert_close(
+        apply_rope_interleaved(view, cos, sin), apply_rope(rotate_half_layout, cos, sin)[..., order]
+    )
 
 
 def test_bidirectional_sees_the_future_and_causal_does_not():
