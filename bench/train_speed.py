@@ -151,13 +151,19 @@ def main() -> None:
             for name, times in seconds.items():
                 row[f"tok_per_s_{name}"] = tokens / statistics.median(times)
             row["ratio"] = row["tok_per_s_minillada"] / row["tok_per_s_nanogpt"]
+            # repeat by repeat (the two ran back to back): how much the ratio itself scatters
+            row["ratio_per_repeat"] = [
+                ref / own for own, ref in zip(seconds["minillada"], seconds["nanogpt"], strict=True)
+            ]
             row["ratio_plain_adamw"] = (
                 row["tok_per_s_minillada_plain_adamw"] / row["tok_per_s_nanogpt_plain_adamw"]
             )
             results["runs"].append(row)
+            spread = f"{min(row['ratio_per_repeat']):.3f}-{max(row['ratio_per_repeat']):.3f}"
             print(
                 f"{shape_name:20s} threads={threads}: minillada {row['tok_per_s_minillada']:6.0f} "
-                f"tok/s, nanoGPT {row['tok_per_s_nanogpt']:6.0f} tok/s, ratio {row['ratio']:.3f}; "
+                f"tok/s, nanoGPT {row['tok_per_s_nanogpt']:6.0f} tok/s, ratio {row['ratio']:.3f} "
+                f"(per repeat {spread}); "
                 f"same plain AdamW: ratio {row['ratio_plain_adamw']:.3f}; readable RoPE "
                 f"{row['tok_per_s_minillada_readable_rope']:6.0f} tok/s",
                 flush=True,

@@ -1,7 +1,6 @@
 """Checkpoints as a folder of safetensors plus JSON: weights, config, tokenizer and, for resuming,
 the optimizer and generator state. Never pickle: a safetensors file holds only tensors, so loading
-one
-cannot run code.
+one cannot run code.
 
 Layout of a checkpoint folder::
 
@@ -154,7 +153,14 @@ def load_train_state(path: str | Path, state: TrainState) -> TrainState:
     tensors = load_file(str(path / "optimizer.safetensors"))
     trainer = json.loads((path / "trainer_state.json").read_text())
     state.generator.set_state(tensors.pop("generator_state"))
+    # Which AdamW kernel runs (fused, multi-tensor) belongs to this machine, not to the one that
+    # saved the checkpoint: keep the fresh optimizer's choice.
+    kernels = [
+        {k: g[k] for k in ("fused", "foreach") if k in g} for g in state.optimizer.param_groups
+    ]
     state.optimizer.load_state_dict(unflatten_optimizer_state(tensors, trainer["optimizer"]))
+    for group, kernel in zip(state.optimizer.param_groups, kernels, strict=True):
+        group.update(kernel)
     state.iter_num = trainer["iter_num"]
     state.history = trainer["history"]
     return state

@@ -58,8 +58,7 @@ def nelbo_per_sequence(
     """Per-sequence t-estimator of the negative ELBO in nats per token, float64 (N,).
 
     Each sequence gets ``samples`` times stratified over [0, 1): t_k = (u + k) / samples, each with
-    its
-    own random mask; the estimate is the mean over k of sum_masked CE / p(t_k) / L.
+    its own random mask; the estimate is the mean over k of sum_masked CE / p(t_k) / L.
     """
     N, L = x0.shape
     device = x0.device

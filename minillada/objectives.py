@@ -14,13 +14,12 @@ from minillada.masking import EPS, forward_process
 def masked_diffusion_loss(
     logits: torch.Tensor, x0: torch.Tensor, masked: torch.Tensor, p_mask: torch.Tensor
 ) -> torch.Tensor:
-    """LLaDA's loss (paper Eq. 3; GUIDELINES.md): sum over masked (b, i) of CE / p_b, divided by B *
-    L.
+    """LLaDA's loss (paper Eq. 3; GUIDELINES.md): sum over masked (b, i) of CE / p_b, divided by
+    B * L.
 
     Dividing by every token slot, not by the number of masked tokens, makes it a Monte Carlo
-    estimate of
-    the negative ELBO per token, an upper bound on the negative log-likelihood in nats per token.
-    logits: (B, L, V); x0: (B, L); masked: bool (B, L); p_mask: (B,).
+    estimate of the negative ELBO per token, an upper bound on the negative log-likelihood in nats
+    per token. logits: (B, L, V); x0: (B, L); masked: bool (B, L); p_mask: (B,).
     """
     B, L = x0.shape
     ce = F.cross_entropy(logits[masked].float(), x0[masked], reduction="none")  # (num_masked,)

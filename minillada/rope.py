@@ -1,9 +1,8 @@
 """Rotary position embeddings (RoPE, Su et al. 2021) in the rotate-half layout LLaDA uses.
 
 A bidirectional model has no causal mask to tell it where a token sits, so it needs a positional
-signal;
-RoPE rotates each query/key pair of features by an angle proportional to the position, which makes
-attention scores depend on relative offsets. Tables are computed in float32, as LLaDA does.
+signal; RoPE rotates each query/key pair of features by an angle proportional to the position, which
+makes attention scores depend on relative offsets. Tables are computed in float32, as LLaDA does.
 
 Shapes: T = sequence length, Dh = head dimension (even).
 """

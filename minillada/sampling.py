@@ -22,8 +22,7 @@ def gumbel_argmax(
     logits: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """Sample from softmax(logits / temperature) by the Gumbel-max trick in float64; temperature 0
-    is
-    argmax. logits: (..., V) -> ids (...)."""
+    is argmax. logits: (..., V) -> ids (...)."""
     if temperature == 0:
         return logits.argmax(dim=-1)
     # Draw the noise where the generator lives (the logits' device by default), so a GPU model does
@@ -37,9 +36,8 @@ def gumbel_argmax(
 
 def num_transfer_tokens(num_masked: torch.Tensor, steps: int) -> torch.Tensor:
     """How many tokens to reveal at each of ``steps`` steps: as even as possible, the remainder on
-    the
-    first steps (LLaDA's get_num_transfer_tokens; 10 over 4 steps -> 3, 3, 2, 2).
-    num_masked: (B,) -> (B, K)."""
+    the first steps (LLaDA's get_num_transfer_tokens; 10 over 4 steps -> 3, 3, 2, 2). num_masked:
+    (B,) -> (B, K)."""
     num_masked = torch.as_tensor(num_masked).reshape(-1)
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}.")
@@ -63,8 +61,7 @@ def reveal_most_confident(
     """Commit, in every row, the ``k`` masked positions with the highest confidence.
 
     x, candidates: (B, L) ids; confidence: (B, L); k: int or (B,). Returns a new x. Positions that
-    are
-    already revealed are never candidates.
+    are already revealed are never candidates.
     """
     B = x.shape[0]
     k = torch.as_tensor(k).expand(B) if torch.as_tensor(k).dim() == 0 else torch.as_tensor(k)

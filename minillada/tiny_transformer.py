@@ -1,10 +1,9 @@
 """Lesson 1's network: a small pre-norm transformer with RoPE and no causal mask.
 
 It maps token ids (the mask token included) to logits over the vocabulary at every position. It
-takes
-no time input: the fraction of mask tokens in the input already tells it how noisy the sequence is
-(RADD; LLaDA FAQ). ``causal=True`` turns the same network into a GPT, which lesson 3 uses as the
-autoregressive twin.
+takes no time input: the fraction of mask tokens in the input already tells it how noisy the
+sequence is (RADD; LLaDA FAQ). ``causal=True`` turns the same network into a GPT, which lesson 3
+uses as the autoregressive twin.
 
 Shapes: B = batch, T = sequence length, D = model width, H = heads, Dh = D / H, V = vocabulary.
 """

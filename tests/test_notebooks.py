@@ -1,8 +1,7 @@
 """Notebook hygiene: executed top to bottom, lessons and solutions in step, no machine paths.
 
 nbval itself (pytest's --nbval-lax over notebooks/) re-runs every notebook in quick mode; these
-checks
-cover what a re-run does not show.
+checks cover what a re-run does not show.
 """
 
 import json

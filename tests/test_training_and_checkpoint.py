@@ -78,6 +78,25 @@ def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(tmp_path):
         assert torch.equal(a, c), name
 
 
+def test_resume_keeps_this_machines_adamw_kernel(tmp_path):
+    # make_optimizer fuses AdamW where torch can; a checkpoint saved that way must still resume on a
+    # machine whose optimizer cannot fuse (older torch), and vice versa.
+    tok, model, tcfg, batches, loss_fn = setup()
+    state = train(model, batches, loss_fn, tcfg, stop_after=3, progress=False)
+    assert all(g["fused"] for g in state.optimizer.param_groups)  # torch >= 2.4 on the CPU
+    save_checkpoint(tmp_path / "ck", model, tok, state)
+
+    _, other, _, _, _ = setup()
+    fresh = new_train_state(other, tcfg)
+    for group in fresh.optimizer.param_groups:  # as the fallback builds it
+        group["fused"], group["foreach"] = None, None
+    resumed = load_train_state(tmp_path / "ck", fresh)
+    assert [g["fused"] for g in resumed.optimizer.param_groups] == [None, None]
+    assert resumed.optimizer.param_groups[0]["lr"] == state.optimizer.param_groups[0]["lr"]
+    train(other, batches, loss_fn, tcfg, state=resumed, stop_after=5, progress=False)
+    assert resumed.iter_num == 3 + 5  # stop_after counts the iterations of this call
+
+
 def test_checkpoint_roundtrip_and_files(tmp_path):
     tok, model, *_ = setup()
     save_checkpoint(tmp_path / "ck", model, tok, extra={"note": "test"})

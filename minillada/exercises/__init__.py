@@ -3,14 +3,13 @@
 Every exercise follows one pattern. A stub cell in the lesson defines a function whose body raises
 ``NotImplementedError("Exercise N.M: ...")``; the next cell calls the lesson's checker, e.g.
 ``lesson1.check_apply_mask(apply_mask)``. The checker runs the learner's function on seeded inputs
-and
-edge cases, compares with minillada's reference and
+and edge cases, compares with minillada's reference and
 
 * prints ``Exercise N.M passed: ...`` when every case agrees;
 * prints ``Exercise N.M not attempted yet; ...`` when the stub still raises NotImplementedError, so
   "Run All" on a fresh lesson gets through the whole lesson;
 * raises ExerciseFailed, naming the case, the expected and the returned value, when an attempt is
-wrong.
+  wrong.
 
 Later cells never call the learner's function, so an unfinished exercise cannot break the lesson.
 """

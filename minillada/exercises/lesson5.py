@@ -141,11 +141,16 @@ def check_read_tensor(fn: Callable) -> CheckResult:
         save_file(tensors, path, metadata={"format": "pt"})
         cases = [
             Case("a float32 matrix (F32)", (path, "model.transformer.wte.weight")),
-            Case("a bfloat16 matrix (BF16), as in LLaDA's shards", (path, "model.transformer.blocks.0.q_proj.weight")),  # noqa: E501
+            Case(
+                "a bfloat16 matrix (BF16), as in LLaDA's shards",
+                (path, "model.transformer.blocks.0.q_proj.weight"),
+            ),
             Case("a float16 tensor with 3 dimensions (F16)", (path, "half")),
             Case("int64 values (I64)", (path, "counts")),
             Case("a 0-dimensional tensor (shape [])", (path, "scalar")),
-            Case("the last tensor of the file (BF16 vector)", (path, "model.transformer.ln_f.weight")),  # noqa: E501
+            Case(
+                "the last tensor of the file (BF16 vector)", (path, "model.transformer.ln_f.weight")
+            ),
         ]
         return check(
             "Exercise 5.3",
