@@ -7,7 +7,7 @@ What it does, in order (each part adds its numbers to the JSON as soon as it fin
 
 1. char:    lesson 1's shipped model on the CPU and on the GPU: logits agree, and LLaDA's sampler
             at temperature 0 gives the same text on both.
-2. train:   lesson 4's LLaDAModel trained by `minillada.train_llada` on the GPU in fp32 and with
+2. train:   lesson 4's LLaDAModel trained by `minillada.cli.train_llada` on the GPU in fp32 and with
             --bf16 (autocast), same seed: both losses, and seconds per iteration.
 3. 8b:      the released 8B architecture (config from the released config.json) with random bf16
             weights: parameter count, forward latency, fast (SDPA) vs spelled-out attention, and
@@ -32,10 +32,10 @@ from pathlib import Path
 
 import torch
 
-from minillada.generate import generate
-from minillada.hf_checkpoint import load_hf_checkpoint, read_hf_config, save_hf_checkpoint
-from minillada.llada_model import LLaDAModel, preset
+from minillada.checkpoints.hf import load_hf_checkpoint, read_hf_config, save_hf_checkpoint
+from minillada.models.llada import LLaDAModel, preset
 from minillada.runtime import environment_report, repo_path
+from minillada.sampling.generate import generate
 
 RESULTS: dict = {}
 
@@ -71,8 +71,8 @@ def timed(fn, device: torch.device, repeats: int = 1, warmup: bool = True) -> tu
 
 
 def check_char(device: torch.device) -> dict:
-    from minillada.pretrained import load_char_shakespeare
-    from minillada.train_char import load_char_corpus
+    from minillada.checkpoints.shipped import load_char_shakespeare
+    from minillada.data.char import load_char_corpus
 
     model_cpu, tok = load_char_shakespeare("cpu")
     model_dev, _ = load_char_shakespeare(device)
@@ -102,7 +102,7 @@ def check_char(device: torch.device) -> dict:
 
 
 def check_train(device: torch.device, iters: int) -> dict:
-    from minillada.train_llada import main as train_llada_main
+    from minillada.cli.train_llada import main as train_llada_main
 
     tokenizer = repo_path("data", "checkpoints", "subword_shakespeare")
     out: dict = {}

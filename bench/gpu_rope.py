@@ -1,4 +1,6 @@
-"""Lesson 1's fast RoPE path on CUDA (bench/gpu_check.md, "Fast RoPE on the GPU").
+"""Lesson 1's fast RoPE path on CUDA.
+
+Results: bench/gpu_check.md, section "Rerun after the fast RoPE path and fused AdamW".
 
     OUT=/some/folder PYTHONPATH=. python bench/gpu_rope.py   # writes $OUT/gpu_rope.json
 
@@ -13,9 +15,9 @@ import time
 
 import torch
 
-from minillada.objectives import diffusion_loss
-from minillada.tiny_transformer import TinyTransformer, TinyTransformerConfig
-from minillada.training import TrainConfig, make_optimizer
+from minillada.diffusion.objectives import diffusion_loss
+from minillada.models.tiny_transformer import TinyTransformer, TinyTransformerConfig
+from minillada.training.loop import TrainConfig, make_optimizer
 
 dev = torch.device("cuda")
 res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}

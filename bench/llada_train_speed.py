@@ -24,9 +24,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from minillada.llada_model import LLaDAConfig, LLaDAModel, preset  # noqa: E402
-from minillada.llada_training import chunk_loss, draw_rows  # noqa: E402
+from minillada.models.llada import LLaDAConfig, LLaDAModel, preset  # noqa: E402
 from minillada.runtime import environment_report  # noqa: E402
+from minillada.training.llada import chunk_loss, draw_rows  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------
 # The plain implementation: what one would write from the paper in ~50 lines.
@@ -198,8 +198,8 @@ def main() -> None:
         row["ratio"] = row["tok_per_s_minillada"] / row["tok_per_s_plain"]
         results["runs"].append(row)
         print(
-            f"threads={threads}: minillada {row['tok_per_s_minillada']:7.0f} tok/s, plain "
-            f"{row['tok_per_s_plain']:7.0f} tok/s, ratio {row['ratio']:.3f}",
+            f"threads={threads}: minillada {row['tok_per_s_minillada']:7.0f} tok/s, "
+            f"plain {row['tok_per_s_plain']:7.0f} tok/s, ratio {row['ratio']:.3f}",
             flush=True,
         )
     if args.out:

@@ -1,4 +1,4 @@
-"""Benchmark: loading a sharded Hugging Face snapshot with minillada.hf_checkpoint.
+"""Benchmark: loading a sharded Hugging Face snapshot with minillada.checkpoints.hf.
 
 Writes a random checkpoint of the ``llada_1b`` preset (~1.03B parameters, bf16, 6 shards, released
 file naming) with ``save_hf_checkpoint`` into bench/_scratch/ (ignored by git), then times, each in
@@ -15,7 +15,8 @@ before loading. On the CPU the loaded weights themselves are resident, so the in
 the peak *beyond* the model's own bytes; targets: that overhead <= 1.5 x the largest shard, and
 load time within 1.5 x of ``load_file + copy``.
 
-Usage: python bench/load_checkpoint.py [--preset llada_1b] [--shards 6] [--repeats 3] [--keep]
+Usage: python bench/load_checkpoint.py [--preset llada_1b | illada_1b] [--shards 6] [--repeats 3]
+[--store-tied-head] [--keep]
 Results are recorded in bench/load_checkpoint.md.
 """
 
@@ -50,7 +51,7 @@ def worker(method: str, folder: Path) -> None:
     """Run one load in this (fresh) process and print a JSON line with time and memory."""
     from safetensors.torch import load_file
 
-    from minillada.hf_checkpoint import load_hf_checkpoint
+    from minillada.checkpoints.hf import load_hf_checkpoint
 
     shards = sorted(folder.glob("model-*.safetensors"))
     before = _mem_mib()
@@ -69,14 +70,14 @@ def worker(method: str, folder: Path) -> None:
     del kept
 
 
-def write_checkpoint(preset_name: str, shards: int, folder: Path) -> None:
-    from minillada.hf_checkpoint import save_hf_checkpoint
-    from minillada.llada_model import LLaDAModel, preset
+def write_checkpoint(preset_name: str, shards: int, folder: Path, store_tied_head: bool) -> None:
+    from minillada.checkpoints.hf import save_hf_checkpoint
+    from minillada.models.llada import LLaDAModel, preset
 
     model = LLaDAModel(preset(preset_name), device="meta", dtype=torch.bfloat16)
     model.to_empty(device="cpu")
     model.init_weights(torch.Generator().manual_seed(0))
-    save_hf_checkpoint(model, folder, num_shards=shards)
+    save_hf_checkpoint(model, folder, num_shards=shards, store_tied_head=store_tied_head)
 
 
 def warm(folder: Path) -> None:
@@ -92,6 +93,11 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=6)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--keep", action="store_true", help="keep the checkpoint in bench/_scratch")
+    ap.add_argument(
+        "--store-tied-head",
+        action="store_true",
+        help="a tied model (iLLaDA) also stores lm_head.weight, which the loader checks",
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--folder", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -99,13 +105,15 @@ def main() -> None:
         worker(args.worker, Path(args.folder))
         return
 
-    from minillada.llada_model import count_parameters, preset
+    from minillada.models.llada import preset
+    from minillada.models.sizing import count_parameters
     from minillada.runtime import environment_report
 
-    folder = SCRATCH / f"{args.preset}-{args.shards}shards"
+    head = "-stored-head" if args.store_tied_head else ""
+    folder = SCRATCH / f"{args.preset}-{args.shards}shards{head}"
     if not (folder / "model.safetensors.index.json").is_file():
         t0 = time.perf_counter()
-        write_checkpoint(args.preset, args.shards, folder)
+        write_checkpoint(args.preset, args.shards, folder, args.store_tied_head)
         print(f"wrote {folder.relative_to(REPO)} in {time.perf_counter() - t0:.1f}s")
     shard_sizes = [p.stat().st_size / 2**20 for p in sorted(folder.glob("model-*.safetensors"))]
     n_params = count_parameters(preset(args.preset)).total

@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-import minillada.tiny_transformer as tiny
+import minillada.models.tiny_transformer as tiny
+from minillada.models.tiny_transformer import TinyTransformer, TinyTransformerConfig
 from minillada.runtime import environment_report
-from minillada.tiny_transformer import TinyTransformer, TinyTransformerConfig
 
 ROTATIONS = {  # swapped in for the rotate-half path (fast_rope=False)
     "rotate-half rope": tiny.apply_rope,

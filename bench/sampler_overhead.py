@@ -7,7 +7,7 @@ Setup: lesson 1's architecture (TinyTransformer, 4 layers, width 128, vocabulary
 65) but with block_size 256, because lesson 1's trained model has a 128-token context. The weights
 are random: timing does not depend on them. gen_length 256, steps 256 (one token per step), batch 1,
 CPU, no prompt. The model is wrapped in a timer; "sampler" = total time minus time inside forward.
-Target (issue 3): sampler < 10% of the sampling time. Result recorded in bench/sampler_overhead.md.
+Target: sampler < 10% of the sampling time. Result recorded in bench/sampler_overhead.md.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import time
 
 import torch
 
-from minillada.generate import generate
+from minillada.models.tiny_transformer import TinyTransformer, TinyTransformerConfig
 from minillada.runtime import environment_report
-from minillada.tiny_transformer import TinyTransformer, TinyTransformerConfig
+from minillada.sampling.generate import generate
 
 
 class TimedModel(torch.nn.Module):

@@ -1,5 +1,4 @@
-"""Training throughput of lesson 1's masked diffusion model against nanoGPT's model of the same
-shape.
+"""Training throughput of lesson 1's masked diffusion model vs nanoGPT's model of the same shape.
 
 nanoGPT is not a dependency: clone it yourself and point --nanogpt at the clone
 (git clone https://github.com/karpathy/nanoGPT). Both models train in fp32 on the CPU on the same
@@ -10,8 +9,8 @@ The headline ratio takes each training step as its own code builds it: minillada
 ``training.make_optimizer`` (fused AdamW), nanoGPT's from ``GPT.configure_optimizers`` (it fuses
 on CUDA only). For the models alone, both also run with the same plain ``torch.optim.AdamW``; and
 lesson 1's model runs with ``fast_rope=False`` (rotate-half RoPE written out). Repeats are
-interleaved so that background load hits all variants equally. Tokens per second = batch * context
-* iters / s.
+interleaved so that background load hits all variants equally.
+Tokens per second = batch * context * iters / s.
 
     python bench/train_speed.py --nanogpt ../nanoGPT --out bench/train_speed.json
 """
@@ -30,12 +29,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from minillada.char_data import CharTokenizer, get_batch, train_val_split  # noqa: E402
-from minillada.datasets import load_text  # noqa: E402
-from minillada.objectives import diffusion_loss  # noqa: E402
+from minillada.data.char import CharTokenizer, get_batch, train_val_split  # noqa: E402
+from minillada.data.downloads import load_text  # noqa: E402
+from minillada.diffusion.objectives import diffusion_loss  # noqa: E402
+from minillada.models.tiny_transformer import TinyTransformer, TinyTransformerConfig  # noqa: E402
 from minillada.runtime import environment_report  # noqa: E402
-from minillada.tiny_transformer import TinyTransformer, TinyTransformerConfig  # noqa: E402
-from minillada.training import TrainConfig, make_optimizer  # noqa: E402
+from minillada.training.loop import TrainConfig, make_optimizer  # noqa: E402
 
 
 def load_nanogpt(path: Path):
@@ -161,11 +160,11 @@ def main() -> None:
             results["runs"].append(row)
             spread = f"{min(row['ratio_per_repeat']):.3f}-{max(row['ratio_per_repeat']):.3f}"
             print(
-                f"{shape_name:20s} threads={threads}: minillada {row['tok_per_s_minillada']:6.0f} "
-                f"tok/s, nanoGPT {row['tok_per_s_nanogpt']:6.0f} tok/s, ratio {row['ratio']:.3f} "
-                f"(per repeat {spread}); "
-                f"same plain AdamW: ratio {row['ratio_plain_adamw']:.3f}; readable RoPE "
-                f"{row['tok_per_s_minillada_readable_rope']:6.0f} tok/s",
+                f"{shape_name:20s} threads={threads}: "
+                f"minillada {row['tok_per_s_minillada']:6.0f} tok/s, "
+                f"nanoGPT {row['tok_per_s_nanogpt']:6.0f} tok/s, ratio {row['ratio']:.3f} "
+                f"(per repeat {spread}); same plain AdamW: ratio {row['ratio_plain_adamw']:.3f}; "
+                f"readable RoPE {row['tok_per_s_minillada_readable_rope']:6.0f} tok/s",
                 flush=True,
             )
     if args.out:

@@ -1,4 +1,12 @@
-"""Lesson 0: device choice, seeding, quick mode and the paths every lesson uses."""
+"""Lesson 0: device choice, seeding, quick mode, paths, progress bars, and the model interface.
+
+The model interface every sampler, estimator and trainer of minillada relies on is small: a model
+is a callable ``model(ids, attention_mask=None) -> logits`` (ids (B, L) long, attention_mask (B, L)
+with 1 = token, 0 = padding, logits (B, L, V)), with a ``config.context_length`` (the longest
+sequence it accepts). ``model_device`` and ``context_length`` below read the two things the
+library needs to know about a model; both of minillada's models (``TinyTransformer``,
+``LLaDAModel``) satisfy it.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +14,14 @@ import os
 import platform
 import random
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import matplotlib
 import numpy as np
+import safetensors
+import tokenizers
 import torch
+import tqdm
 
 T = TypeVar("T")
 
@@ -24,8 +36,7 @@ def repo_path(*parts: str) -> Path:
 
 
 def relative_to_repo(path: str | os.PathLike) -> str:
-    """How to print a path in a notebook: relative to the repo when inside it, so outputs stay
-    portable."""
+    """How to print a path in a notebook: relative to the repo when inside it (portable outputs)."""
     p = Path(path).resolve()
     try:
         return str(p.relative_to(REPO_ROOT))
@@ -75,8 +86,7 @@ def get_device(prefer: str | None = None, verbose: bool = True) -> torch.device:
 
 
 def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch, and return a CPU torch.Generator to pass through the
-    library."""
+    """Seed Python, NumPy and torch; return a CPU torch.Generator to pass through the library."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -85,11 +95,6 @@ def seed_everything(seed: int) -> torch.Generator:
 
 def environment_report() -> dict[str, str]:
     """Versions and hardware a bug report (or a benchmark record) should carry."""
-    import matplotlib
-    import safetensors
-    import tokenizers
-    import tqdm
-
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -105,3 +110,57 @@ def environment_report() -> dict[str, str]:
         "tqdm": tqdm.__version__,
         "quick_mode": str(is_quick()),
     }
+
+
+def progress_disabled() -> bool:
+    """True when TQDM_DISABLE=1 (set by the tests): every progress bar stays off,
+    even where one is requested."""
+    return os.environ.get("TQDM_DISABLE", "").strip().lower() in {"1", "true", "yes"}
+
+
+def upcast(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 at least: bf16/fp16 logits are upcast before a softmax or a cross-entropy
+    (as LLaDA does), while a float64 model stays float64 end to end."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def model_device(model: Any) -> torch.device:
+    """Where a model's parameters live (the CPU for a plain function or a model without any)."""
+    if isinstance(model, torch.nn.Module):
+        for p in model.parameters():
+            return p.device
+    return torch.device("cpu")
+
+
+def context_length(model: Any, max_length: int | None = None) -> int | None:
+    """The longest sequence ``model`` accepts: ``max_length`` if given, else
+    ``model.config.context_length`` (minillada's models), else ``max_position_embeddings`` (a
+    Hugging Face config), else None (unknown: nothing is checked)."""
+    if max_length is not None:
+        return int(max_length)
+    config = getattr(model, "config", None)
+    for name in ("context_length", "max_position_embeddings"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def mask_id_of(model: Any, mask_id: int | None = None) -> int:
+    """The mask id to sample or score ``model`` with: ``mask_id`` if given, else the model config's
+    ``mask_token_id`` (set from the snapshot's files when loaded); when both are known they must
+    agree, since another id would be silently wrong (LLaDA's 126336 is a word in iLLaDA)."""
+    own = getattr(getattr(model, "config", None), "mask_token_id", None)
+    if mask_id is None:
+        if own is None:
+            raise ValueError(
+                "No mask id: this model's config has no mask_token_id, so pass mask_id= (the "
+                "tokenizer's mask_id)."
+            )
+        return int(own)
+    if own is not None and int(mask_id) != int(own):
+        raise ValueError(
+            f"mask_id={mask_id} is not this model's mask token: its config (read from the "
+            f"snapshot's files) says {own}. Pass mask_id={own}, or leave it out."
+        )
+    return int(mask_id)

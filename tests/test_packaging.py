@@ -1,5 +1,5 @@
-"""environment.yml and pyproject.toml must describe the same dependencies, with lower bounds
-only."""
+"""environment.yml and pyproject.toml must describe the same dependencies,
+with lower bounds only."""
 
 import re
 from pathlib import Path
@@ -44,3 +44,41 @@ def test_no_heavy_frameworks_in_the_library():
             assert not re.search(rf"^\s*(import|from) {name}\b", text, re.M), (
                 f"{path} imports {name}"
             )
+
+
+def test_every_subpackage_is_a_regular_package():
+    # setuptools' find (pyproject: include = ["minillada*"]) installs folders with an __init__.py
+    for folder in (ROOT / "minillada").iterdir():
+        if folder.is_dir() and folder.name != "__pycache__":
+            assert (folder / "__init__.py").is_file(), f"{folder} has no __init__.py"
+
+
+def test_imports_run_one_way():
+    """runtime < data, models < diffusion < sampling < training < checkpoints < evaluation <
+    cli, exercises: a module imports only from its own stage or the stages below, and only at
+    the top of the file (no function-local imports hiding a cycle)."""
+    import ast
+
+    rank = {"runtime": 0, "estimate": 0, "data": 1, "models": 1, "diffusion": 2, "sampling": 3}
+    rank |= {"training": 4, "checkpoints": 5, "evaluation": 6, "cli": 7, "exercises": 7}
+    problems = []
+    for path in sorted((ROOT / "minillada").rglob("*.py")):
+        parts = path.relative_to(ROOT / "minillada").with_suffix("").parts
+        me = parts[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            where = f"{path.relative_to(ROOT)}:{node.lineno}"
+            if node.col_offset > 0:
+                problems.append(f"{where}: an import inside a function or class")
+            names = (
+                [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+            )
+            for name in names:
+                if name and name.startswith("minillada.") and me in rank:
+                    other = name.split(".")[1]
+                    up = rank.get(other, 0) > rank[me]
+                    sideways = rank.get(other) == rank[me] and other != me and rank[me] < 7
+                    if up or sideways:
+                        problems.append(f"{where}: {me} imports {name}")
+    assert not problems, "\n".join(problems)

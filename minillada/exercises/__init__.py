@@ -8,14 +8,15 @@ and edge cases, compares with minillada's reference and
 * prints ``Exercise N.M passed: ...`` when every case agrees;
 * prints ``Exercise N.M not attempted yet; ...`` when the stub still raises NotImplementedError, so
   "Run All" on a fresh lesson gets through the whole lesson;
-* raises ExerciseFailed, naming the case, the expected and the returned value, when an attempt is
-  wrong.
+* raises ExerciseFailed, naming the case, the expected and the returned value,
+  when an attempt is wrong.
 
 Later cells never call the learner's function, so an unfinished exercise cannot break the lesson.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,8 +88,7 @@ def assert_same(
 
 class CheckResult:
     """What a checker returns: truthy when the exercise passed. It shows nothing in a notebook,
-    since
-    the checker has already printed its line."""
+    since the checker has already printed its line."""
 
     def __init__(self, passed: bool):
         self.passed = passed
@@ -101,6 +101,12 @@ class CheckResult:
 
     def _ipython_display_(self) -> None:
         pass
+
+
+def _copy(value: Any) -> Any:
+    if torch.is_tensor(value):
+        return value.clone()
+    return copy.deepcopy(value) if isinstance(value, (list, dict)) else value
 
 
 def check(
@@ -117,7 +123,9 @@ def check(
     """
     cases = list(cases)
     for i, case in enumerate(cases):
-        args = [a.clone() if torch.is_tensor(a) else a for a in case.args]
+        # The learner gets copies: tensors cloned, lists and dicts deep-copied, so that neither
+        # side can change the other's input (and an in-place change is caught below).
+        args = [_copy(a) for a in case.args]
         try:
             got = learner_fn(*args, **case.kwargs)
         except NotImplementedError:
@@ -128,7 +136,15 @@ def check(
                 f"{exercise}: your function raised {type(err).__name__}: {err}\n"
                 f"  on case {i + 1}/{len(cases)}: {case.description}"
             ) from err
-        expected = reference_fn(*case.args, **case.kwargs)
+        for k, (given, original) in enumerate(zip(args, case.args, strict=True)):
+            if isinstance(original, (list, dict)) and given != original:
+                raise ExerciseFailed(
+                    f"{exercise}: case {i + 1}/{len(cases)} ({case.description}): your function "
+                    f"changed its argument {k + 1} in place: expected it to stay "
+                    f"{short_repr(original)}, found {short_repr(given)}. Work on a copy and return "
+                    "a new value."
+                )
+        expected = reference_fn(*[_copy(a) for a in case.args], **case.kwargs)
         try:
             compare(expected, got)
         except ExerciseFailed as err:

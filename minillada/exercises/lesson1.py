@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import torch
 
+from minillada.diffusion.masking import apply_mask
+from minillada.diffusion.objectives import masked_diffusion_loss
 from minillada.exercises import Case, CheckResult, check
-from minillada.masking import apply_mask
-from minillada.objectives import masked_diffusion_loss
-from minillada.sampling import reveal_most_confident
+from minillada.sampling.primitives import NEG_INF, positions_to_reveal
 
 
 def _seeded(seed: int) -> torch.Generator:
@@ -17,8 +17,7 @@ def _seeded(seed: int) -> torch.Generator:
 
 
 def check_apply_mask(fn: Callable) -> CheckResult:
-    """Exercise 1.1: fn(x0, t, u, mask_id) -> (x_t, masked) with masked = u < (1 - 1e-3) t +
-    1e-3."""
+    """Exercise 1.1: fn(x0, t, u, mask_id) -> (x_t, masked), masked = u < (1 - 1e-3) t + 1e-3."""
     g = _seeded(0)
     x0 = torch.randint(0, 65, (4, 16), generator=g)
     u = torch.rand(4, 16, generator=g)
@@ -34,7 +33,7 @@ def check_apply_mask(fn: Callable) -> CheckResult:
             (x0[:1], torch.tensor([0.5]), torch.full((1, 16), 0.5 * (1 - 1e-3) + 1e-3), 7),
         ),
     ]
-    return check("Exercise 1.1", fn, apply_mask, cases, "minillada.masking.apply_mask")
+    return check("Exercise 1.1", fn, apply_mask, cases, "minillada.diffusion.masking.apply_mask")
 
 
 def check_masked_diffusion_loss(fn: Callable) -> CheckResult:
@@ -65,8 +64,23 @@ def check_masked_diffusion_loss(fn: Callable) -> CheckResult:
         fn,
         masked_diffusion_loss,
         cases,
-        "minillada.objectives.masked_diffusion_loss",
+        "minillada.diffusion.objectives.masked_diffusion_loss",
     )
+
+
+def reveal_most_confident(
+    x: torch.Tensor,
+    candidates: torch.Tensor,
+    confidence: torch.Tensor,
+    k: torch.Tensor | int,
+    mask_id: int,
+) -> torch.Tensor:
+    """The reference of exercise 1.3: in every row, reveal the ``k`` masked positions with the
+    highest confidence (the library's ``positions_to_reveal``, with revealed positions ruled out).
+    x, candidates: (B, L) ids; confidence: (B, L); k: int or (B,). Returns a new x."""
+    masked = x == mask_id
+    scores = torch.where(masked, confidence.double(), NEG_INF)  # revealed: never candidates
+    return torch.where(positions_to_reveal(scores, k), candidates, x)
 
 
 def check_reveal_most_confident(fn: Callable) -> CheckResult:
@@ -91,7 +105,16 @@ def check_reveal_most_confident(fn: Callable) -> CheckResult:
             "already revealed positions have the highest confidence but must not change",
             (x, candidates, high_on_revealed, 1, M),
         ),
+        Case(
+            "confidences that are all negative (log-probabilities): a revealed position must never "
+            "be a candidate, whatever its score",
+            (x, candidates, confidence.log(), 2, M),
+        ),
     ]
     return check(
-        "Exercise 1.3", fn, reveal_most_confident, cases, "minillada.sampling.reveal_most_confident"
+        "Exercise 1.3",
+        fn,
+        reveal_most_confident,
+        cases,
+        "minillada.sampling.primitives.positions_to_reveal",
     )

@@ -6,10 +6,14 @@ from collections.abc import Callable
 
 import torch
 
-from minillada.exercises import Case, check
-from minillada.generate import gumbel_argmax_with_noise, low_confidence_step
-from minillada.remasking import margin_confidence
-from minillada.sampling import num_transfer_tokens
+from minillada.exercises import Case, ExerciseFailed, assert_same, check
+from minillada.sampling.primitives import (
+    NEG_INF,
+    gumbel_argmax_with_noise,
+    num_transfer_tokens,
+    positions_to_reveal,
+)
+from minillada.sampling.remasking import margin_confidence, token_probability
 
 
 def _seeded(seed: int) -> torch.Generator:
@@ -27,7 +31,11 @@ def check_transfer_schedule(fn: Callable) -> bool:
         Case("32 masks over 5 steps (remainder 2)", (torch.tensor([32]), 5)),
     ]
     return check(
-        "Exercise 2.1", fn, num_transfer_tokens, cases, "minillada.sampling.num_transfer_tokens"
+        "Exercise 2.1",
+        fn,
+        num_transfer_tokens,
+        cases,
+        "minillada.sampling.primitives.num_transfer_tokens",
     )
 
 
@@ -54,8 +62,19 @@ def check_gumbel_max(fn: Callable) -> bool:
         fn,
         gumbel_argmax_with_noise,
         cases,
-        "minillada.generate.gumbel_argmax_with_noise",
+        "minillada.sampling.primitives.gumbel_argmax_with_noise",
     )
+
+
+def low_confidence_step(
+    x: torch.Tensor, logits: torch.Tensor, k: torch.Tensor | int, mask_id: int
+) -> torch.Tensor:
+    """The reference of exercise 2.3, one temperature-0 step of minillada.sampling.generate on a
+    whole canvas: propose x0 = argmax, score it by its probability, reveal the ``k`` most
+    confident masked positions of each row. x (B, L), logits (B, L, V)."""
+    x0 = logits.argmax(dim=-1)  # (B, L)
+    confidence = torch.where(x == mask_id, token_probability(logits, x0), NEG_INF)  # (B, L)
+    return torch.where(positions_to_reveal(confidence, k), x0, x)
 
 
 def check_low_confidence_step(fn: Callable) -> bool:
@@ -78,7 +97,11 @@ def check_low_confidence_step(fn: Callable) -> bool:
         ),
     ]
     return check(
-        "Exercise 2.3", fn, low_confidence_step, cases, "minillada.generate.low_confidence_step"
+        "Exercise 2.3",
+        fn,
+        low_confidence_step,
+        cases,
+        "the step of minillada.sampling.generate.generate",
     )
 
 
@@ -92,7 +115,26 @@ def check_margin_confidence(fn: Callable) -> bool:
         Case("random logits", (torch.randn(2, 7, 11, generator=g),)),
         Case("a tie at the top (margin 0) and a certain token (margin 1)", (tie,)),
         Case("large logits (use a stable softmax)", (torch.randn(1, 3, 5, generator=g) * 300,)),
+        Case(
+            "logits above 710, where exp overflows even in float64",
+            (torch.randn(1, 3, 5, generator=g, dtype=torch.float64) * 2000,),
+        ),
     ]
     return check(
-        "Exercise 2.4", fn, margin_confidence, cases, "minillada.remasking.margin_confidence"
+        "Exercise 2.4",
+        fn,
+        margin_confidence,
+        cases,
+        "minillada.sampling.remasking.margin_confidence",
+        compare=_same_in_float64,
     )
+
+
+def _same_in_float64(expected: torch.Tensor, got: torch.Tensor) -> None:
+    """The right values, and in float64, as every confidence score of the sampler is."""
+    assert_same(expected, got)
+    if got.dtype != torch.float64:
+        raise ExerciseFailed(
+            f"result: expected a float64 tensor, got {got.dtype}; compute the softmax in "
+            "float64 (logits.double()), as minillada's scores are."
+        )

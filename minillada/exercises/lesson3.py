@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import torch
 
-from minillada.autoregressive import token_log_probs
-from minillada.exercises import Case, CheckResult, check
-from minillada.likelihood import l_estimator_terms, spread_mask_counts
-from minillada.tiny_transformer import TinyTransformer, TinyTransformerConfig
+from minillada.diffusion.likelihood import l_estimator_terms, spread_mask_counts
+from minillada.evaluation.autoregressive import token_log_probs
+from minillada.exercises import Case, CheckResult, assert_same, check
+from minillada.models.tiny_transformer import TinyTransformer, TinyTransformerConfig
 
 
 def _seeded(seed: int) -> torch.Generator:
@@ -19,23 +19,27 @@ def _seeded(seed: int) -> torch.Generator:
 def check_spread_mask_counts(fn: Callable) -> CheckResult:
     """Exercise 3.1: fn(answer_len, batch_size, k) -> (b,) long, LLaDA's stratified mask counts."""
     cases = [
-        Case("L = 5, b = 4, k = 3: wraps past L (and 5.5 rounds to 6, half to even)", (5, 4, 3)),
+        Case("L = 5, b = 4, k = 3: wraps past L (and 5.5 rounds to 6)", (5, 4, 3)),
         Case("L = 8, b = 8, k = 1: one row per count 1..8", (8, 8, 1)),
         Case("L = 64, b = 16, k = 60", (64, 16, 60)),
         Case("a one-token answer: always 1", (1, 4, 1)),
         Case("more rows than tokens: L = 3, b = 7, k = 2", (3, 7, 2)),
+        Case("L = 4, b = 8, k = 2: 2.5 and 4.5 round half to even (torch.round)", (4, 8, 2)),
     ]
     return check(
-        "Exercise 3.1", fn, spread_mask_counts, cases, "minillada.likelihood.spread_mask_counts"
+        "Exercise 3.1",
+        fn,
+        spread_mask_counts,
+        cases,
+        "minillada.diffusion.likelihood.spread_mask_counts",
     )
 
 
 def _tiny_causal(seed: int) -> TinyTransformer:
-    torch.manual_seed(seed)
     cfg = TinyTransformerConfig(
         vocab_size=7, block_size=12, n_layer=2, n_head=2, n_embd=16, causal=True
     )
-    model = TinyTransformer(cfg)
+    model = TinyTransformer(cfg, generator=torch.Generator().manual_seed(seed))
     for p in model.parameters():  # larger weights, so the predictions are far from uniform
         p.data.mul_(10)
     return model.eval()
@@ -59,14 +63,12 @@ def check_sequence_log_prob(fn: Callable) -> CheckResult:
         lambda *a: fn(*a).double(),
         _reference_sequence_log_prob,
         cases,
-        "minillada.autoregressive.token_log_probs(...).sum(dim=1)",
+        "minillada.evaluation.autoregressive.token_log_probs(...).sum(dim=1)",
         compare=lambda e, got: _close(e, got),
     )
 
 
 def _close(expected, got):
-    from minillada.exercises import assert_same
-
     assert_same(expected, got, atol=1e-4, rtol=1e-4)
 
 
@@ -93,6 +95,6 @@ def check_l_estimator_terms(fn: Callable) -> CheckResult:
         lambda *a: fn(*a).double(),
         l_estimator_terms,
         cases,
-        "minillada.likelihood.l_estimator_terms",
+        "minillada.diffusion.likelihood.l_estimator_terms",
         compare=lambda e, got: _close(e, got),
     )

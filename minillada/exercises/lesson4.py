@@ -6,11 +6,11 @@ from collections.abc import Callable
 
 import torch
 
-from minillada.bpe import merge_pair
+from minillada.data.bpe import merge_pair
+from minillada.data.subword import bits_per_char
 from minillada.exercises import Case, CheckResult, check
-from minillada.llada_model import RMSNorm
-from minillada.rope import apply_rope, rope_tables
-from minillada.subword_data import bits_per_char
+from minillada.models.llada import RMSNorm
+from minillada.models.rope import apply_rope, rope_tables
 
 
 def _seeded(seed: int) -> torch.Generator:
@@ -38,7 +38,7 @@ def check_rms_norm(fn: Callable) -> CheckResult:
             (x.bfloat16(), w.bfloat16(), 1e-5),
         ),
     ]
-    return check("Exercise 4.1", fn, _rms_norm_reference, cases, "minillada.llada_model.RMSNorm")
+    return check("Exercise 4.1", fn, _rms_norm_reference, cases, "minillada.models.llada.RMSNorm")
 
 
 def _rope_reference(x: torch.Tensor, theta: float) -> torch.Tensor:
@@ -54,7 +54,7 @@ def check_rope(fn: Callable) -> CheckResult:
         Case("LLaDA-8B's theta = 500000", (torch.randn(1, 2, 12, 8, generator=g), 500_000.0)),
         Case("position 0 is left unrotated", (torch.randn(1, 1, 1, 4, generator=g), 10_000.0)),
     ]
-    return check("Exercise 4.2", fn, _rope_reference, cases, "minillada.rope.apply_rope")
+    return check("Exercise 4.2", fn, _rope_reference, cases, "minillada.models.rope.apply_rope")
 
 
 def check_merge_pair(fn: Callable) -> CheckResult:
@@ -68,7 +68,7 @@ def check_merge_pair(fn: Callable) -> CheckResult:
         Case("empty and single-token inputs", ([], (1, 2), 256)),
         Case("a single token", ([1], (1, 2), 256)),
     ]
-    return check("Exercise 4.3", fn, merge_pair, cases, "minillada.bpe.merge_pair")
+    return check("Exercise 4.3", fn, merge_pair, cases, "minillada.data.bpe.merge_pair")
 
 
 def check_bits_per_char(fn: Callable) -> CheckResult:
@@ -78,4 +78,4 @@ def check_bits_per_char(fn: Callable) -> CheckResult:
         Case("3 nats/token, 2.5 chars/token", (3.0, 1000, 2500)),
         Case("a character model: tokens == characters", (1.5, 128, 128)),
     ]
-    return check("Exercise 4.4", fn, bits_per_char, cases, "minillada.subword_data.bits_per_char")
+    return check("Exercise 4.4", fn, bits_per_char, cases, "minillada.data.subword.bits_per_char")

@@ -11,8 +11,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from minillada.checkpoints.dialects import DIALECTS
 from minillada.exercises import Case, CheckResult, ExerciseFailed, check, short_repr
-from minillada.llada_model import LLaDAConfig, LLaDAModel, count_parameters, preset
+from minillada.models.llada import LLaDAConfig, LLaDAModel, preset
+from minillada.models.sizing import count_parameters
 
 
 def _seeded(seed: int) -> torch.Generator:
@@ -47,7 +49,7 @@ def check_parameter_count(fn: Callable) -> CheckResult:
         fn,
         _total_parameters,
         cases,
-        "minillada.llada_model.count_parameters(config).total",
+        "minillada.models.sizing.count_parameters(config).total",
     )
 
 
@@ -110,13 +112,13 @@ def _compare_exactly(expected: torch.Tensor, got: Any) -> None:
         raise ExerciseFailed(f"expected a tensor, got {type(got).__name__}: {short_repr(got)}")
     if got.dtype != expected.dtype:
         raise ExerciseFailed(
-            f"expected dtype {expected.dtype}, got {got.dtype}; the header's dtype string "
-            f"decides it"
+            f"expected dtype {expected.dtype}, got {got.dtype}; "
+            f"the header's dtype string decides it"
         )
     if tuple(got.shape) != tuple(expected.shape):
         raise ExerciseFailed(
-            f"expected shape {tuple(expected.shape)}, got {tuple(got.shape)}; reshape to the "
-            f"header's shape"
+            f"expected shape {tuple(expected.shape)}, got {tuple(got.shape)}; "
+            f"reshape to the header's shape"
         )
     if not torch.equal(got, expected):
         raise ExerciseFailed(
@@ -160,3 +162,77 @@ def check_read_tensor(fn: Callable) -> CheckResult:
             "safetensors.safe_open(...).get_tensor",
             compare=_compare_exactly,
         )
+
+
+def _attention_parameters(config: LLaDAConfig) -> int:
+    count = count_parameters(config).per_block
+    return sum(count[k] for k in ("q_proj", "k_proj", "v_proj", "attn_out"))
+
+
+def check_gqa_parameters(fn: Callable) -> CheckResult:
+    """Exercise 5.4: fn(config) -> the parameters of one block's attention (q, k, v and output
+    projections) with n_kv_heads key/value heads."""
+    cases = [
+        Case("LLaDA-8B: 32 query heads, 32 key/value heads", (preset("llada_8b"),)),
+        Case("iLLaDA-8B: 32 query heads share 8 key/value heads", (preset("illada_8b"),)),
+        Case("one key/value head for all (multi-query attention)", (preset("tiny", n_kv_heads=1),)),
+        Case(
+            "n_kv_heads=None means as many as query heads",
+            (preset("small", n_kv_heads=None),),
+        ),
+        Case("a 1B iLLaDA shape: 16 query heads, 4 key/value heads", (preset("illada_1b"),)),
+    ]
+    return check(
+        "Exercise 5.4",
+        fn,
+        _attention_parameters,
+        cases,
+        "minillada.models.sizing.count_parameters(config).per_block",
+    )
+
+
+def _illada_key(llada_key: str) -> str:
+    return DIALECTS["illada"].to_released_key(llada_key)
+
+
+def check_illada_key(fn: Callable) -> CheckResult:
+    """Exercise 5.5: fn(LLaDA key) -> the name of the same tensor in an iLLaDA snapshot."""
+    keys = [
+        "model.transformer.wte.weight",
+        "model.transformer.blocks.0.attn_norm.weight",
+        "model.transformer.blocks.3.q_proj.weight",
+        "model.transformer.blocks.3.k_proj.weight",
+        "model.transformer.blocks.11.attn_out.weight",
+        "model.transformer.blocks.31.ff_norm.weight",
+        "model.transformer.blocks.7.ff_proj.weight",
+        "model.transformer.blocks.7.up_proj.weight",
+        "model.transformer.blocks.7.ff_out.weight",
+        "model.transformer.ln_f.weight",
+        "model.transformer.ff_out.weight",
+    ]
+    what = {
+        "wte": "the embedding",
+        "attn_norm": "the norm before attention",
+        "attn_out": "the attention output projection",
+        "ff_norm": "the norm before the MLP",
+        "ff_proj": "the MLP gate (SiLU applied)",
+        "up_proj": "the MLP's linear branch",
+        "ln_f": "the final norm",
+    }
+    cases = []
+    for key in keys:
+        part = key.split(".")[-2]
+        if key == "model.transformer.ff_out.weight":
+            label = "the output head (stored, if at all, as a copy of the tied embedding)"
+        elif key.endswith("blocks.7.ff_out.weight"):
+            label = "the MLP down projection: a block's ff_out, not the head"
+        else:
+            label = what.get(part, part)
+        cases.append(Case(f"{key} ({label})", (key,)))
+    return check(
+        "Exercise 5.5",
+        fn,
+        _illada_key,
+        cases,
+        "minillada.checkpoints.dialects.DIALECTS['illada'].to_released_key",
+    )

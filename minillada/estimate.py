@@ -1,0 +1,76 @@
+"""A number measured with a standard error: the one result type of every estimator in minillada.
+
+A validation bound (lesson 1), an exact autoregressive NLL (lesson 3), a conditional likelihood
+bound (lesson 3) and a generative perplexity (lesson 3) are all a mean of ``n`` values, in nats,
+with the spread of those values. One type and one rule for the standard error keep them comparable:
+
+* ``n >= 2`` values: the sample standard deviation (ddof = 1) over sqrt(n);
+* a deterministic quantity (``exact=True``: e.g. the l-estimator of a one-token answer, which has
+  no Monte Carlo noise): 0;
+* a single random value: NaN, since one draw says nothing about its own spread.
+
+What the ``n`` values are (windows of a text, Monte Carlo samples of one answer) is stated in
+``detail``; the standard error counts every source of spread among them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+def standard_error(values: torch.Tensor | Sequence[float], exact: bool = False) -> float:
+    """The standard error of the mean of ``values`` under the rule in the module docstring."""
+    v = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
+    if exact:
+        return 0.0
+    if len(v) < 2:
+        return float("nan")
+    return v.std().item() / math.sqrt(len(v))
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The mean of ``n`` values in nats, with its standard error.
+
+    ``relation`` says what the number is: "<=" an upper bound on a negative log-likelihood (an
+    ELBO estimate), "=" the quantity itself. ``per_token``: nats per token (True) or a total over
+    an answer (False).
+    """
+
+    nats: float  # the mean of the values
+    stderr: float  # standard error of ``nats`` (see standard_error)
+    n: int  # how many values the mean is over
+    relation: str = "<="  # "<=": an upper bound on the NLL; "=": the NLL itself
+    per_token: bool = True  # nats per token, or summed over an answer
+    detail: str = ""  # what the values are, e.g. "871 sequences x 16 samples"
+    quantity: str = ""  # what is estimated, e.g. "-log p(answer | prompt)"; "" for a per-token NLL
+    exact: bool = False  # no Monte Carlo noise at all
+
+    @classmethod
+    def of(cls, values: torch.Tensor | Sequence[float], exact: bool = False, **fields) -> Estimate:
+        """The Estimate of a set of values: their mean and standard_error."""
+        v = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
+        return cls(v.mean().item(), standard_error(v, exact), len(v), exact=exact, **fields)
+
+    @property
+    def bits(self) -> float:
+        """The estimate in bits (same unit as ``nats``: per token, or a total)."""
+        return self.nats / math.log(2)
+
+    @property
+    def log_likelihood(self) -> float:
+        """Minus the estimate: what LLaDA's get_log_likelihood.py returns (a lower bound on log p
+        when ``relation`` is "<=")."""
+        return -self.nats
+
+    def __str__(self) -> str:
+        prefix = f"{self.quantity} " if self.quantity else ""
+        unit = "nats/token" if self.per_token else "nats"
+        text = f"{prefix}{self.relation} {self.nats:.3f} ± {self.stderr:.3f} {unit}"
+        if self.per_token:
+            text += f" = {self.bits:.3f} bits/token"
+        return text + (f" ({self.detail})" if self.detail else "")

@@ -1,0 +1,3 @@
+"""Training: one loop with a pluggable step (``loop``), learning-rate schedules
+(``schedules``), LLaDA's pre-training step with crop, accumulation and data parallelism
+(``llada``), and the ``torchrun`` helpers (``distributed``)."""

@@ -1,0 +1,49 @@
+"""The three shipped checkpoints load unchanged with the current library, and give the numbers
+their records say."""
+
+import math
+
+import pytest
+import torch
+
+from minillada.checkpoints.folder import read_config
+from minillada.checkpoints.shipped import (
+    AR_SHAKESPEARE,
+    CHAR_SHAKESPEARE,
+    load_ar_shakespeare,
+    load_char_shakespeare,
+    load_subword_shakespeare,
+    shipped_checkpoint,
+)
+from minillada.data.char import eval_windows, load_char_corpus
+from minillada.diffusion.likelihood import estimate_nelbo
+from minillada.evaluation.autoregressive import exact_nll
+
+
+def test_every_shipped_model_loads_and_runs():
+    char, tok = load_char_shakespeare()
+    ar, ar_tok = load_ar_shakespeare()
+    sub, sub_tok, record = load_subword_shakespeare()
+    assert char.num_parameters() == 804_480 and not char.config.causal
+    assert ar.config.causal and ar_tok.chars == tok.chars
+    assert record["iter_num"] > 0 and sub_tok.mask_id < sub.config.vocab_size
+    ids = torch.zeros(1, 8, dtype=torch.long)
+    with torch.no_grad():
+        assert char(ids).shape == (1, 8, tok.vocab_size)
+        assert sub(ids).shape == (1, 8, sub.config.vocab_rows)
+
+
+@pytest.mark.slow
+def test_shipped_char_and_ar_models_match_their_records(tinyshakespeare):
+    char, tok = load_char_shakespeare()
+    ar, _ = load_ar_shakespeare()
+    _, _, val_ids = load_char_corpus()
+    windows = eval_windows(val_ids, 128, max_windows=40)
+    bound = estimate_nelbo(char, windows, tok.mask_id, samples=4, seed=0)
+    recorded = read_config(shipped_checkpoint(CHAR_SHAKESPEARE))["metrics"]
+    # 40 of 871 windows: the record (all windows) must lie within 4 standard errors of this subset
+    assert abs(bound.nats - recorded["val_nelbo_nats"]) < 4 * bound.stderr, (bound, recorded)
+    nll = exact_nll(ar, windows, bos_id=tok.mask_id)
+    ar_recorded = read_config(shipped_checkpoint(AR_SHAKESPEARE))["metrics"]
+    assert abs(nll.nats - ar_recorded["val_nll_nats"]) < 4 * nll.stderr, (nll, ar_recorded)
+    assert math.isfinite(nll.nats) and nll.nats < bound.nats  # the twin's exact NLL beats the bound
