@@ -136,6 +136,12 @@ def illada_from_hf_config(hf: dict[str, Any]) -> LLaDAConfig:
             "never guesses them (iLLaDA's RoPE theta and norm epsilon are not published "
             "elsewhere); use the config.json that came with the weights."
         )
+    if hf["num_attention_heads"] % hf["num_key_value_heads"]:
+        raise ValueError(
+            f"num_attention_heads={hf['num_attention_heads']} is not a multiple of "
+            f"num_key_value_heads={hf['num_key_value_heads']}: with grouped-query attention every "
+            "key/value head serves a whole group of query heads."
+        )
     if "head_dim" in hf and hf["head_dim"] * hf["num_attention_heads"] != hf["hidden_size"]:
         raise ValueError(
             f"head_dim={hf['head_dim']} x num_attention_heads={hf['num_attention_heads']} is not "

@@ -126,7 +126,7 @@ def test_config_errors_name_the_file_and_the_field(snapshot):
     _, folder = snapshot
     cases = [
         ({"model_type": "llama"}, r"model_type='llama'.*known: \['illada', 'llada'\]"),
-        ({"num_key_value_heads": 3}, r"n_heads=4 must be a multiple of n_kv_heads=3"),
+        ({"num_key_value_heads": 3}, r"num_attention_heads=4 is not a multiple of num_key_va"),
         ({"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, r"rope_scaling=.*linear"),
         ({"-rope_theta": None}, r"lacks \['rope_theta'\].*never guesses"),
         ({"hidden_act": "gelu"}, r"hidden_act='gelu'"),
