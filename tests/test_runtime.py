@@ -1,0 +1,62 @@
+"""minillada.runtime: quick mode, paths, the model interface (device, context length, mask id)."""
+
+import pytest
+import torch
+
+from minillada.models.llada import LLaDAModel, preset
+from minillada.models.tiny_transformer import TinyTransformer, TinyTransformerConfig
+from minillada.runtime import (
+    context_length,
+    is_quick,
+    mask_id_of,
+    model_device,
+    pick,
+    progress_disabled,
+    relative_to_repo,
+    repo_path,
+    upcast,
+)
+
+
+def test_quick_mode_and_pick(monkeypatch):
+    monkeypatch.setenv("MINILLADA_QUICK", "1")
+    assert is_quick() and pick(full=10, quick=1) == 1
+    monkeypatch.setenv("MINILLADA_QUICK", "0")
+    assert not is_quick() and pick(full=10, quick=1) == 10
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert progress_disabled()
+
+
+def test_paths_print_relative_to_the_repository():
+    assert relative_to_repo(repo_path("data", "README.md")) == "data/README.md"
+    assert relative_to_repo("/somewhere/else/file.txt") == "file.txt"
+
+
+def test_the_model_interface_of_both_models():
+    tiny = TinyTransformer(TinyTransformerConfig(vocab_size=9, block_size=12, n_layer=1, n_embd=16))
+    llada = LLaDAModel(preset("tiny", max_sequence_length=40))
+    assert context_length(tiny) == 12 and context_length(llada) == 40
+    assert context_length(tiny, max_length=99) == 99
+    assert context_length(lambda ids: ids) is None  # a plain function: unknown, nothing checked
+    assert model_device(tiny) == torch.device("cpu") and model_device(lambda x: x).type == "cpu"
+    for model in (tiny, llada):  # both take (ids, attention_mask=None) -> logits
+        ids = torch.zeros(2, 5, dtype=torch.long)
+        with torch.no_grad():
+            assert torch.equal(model(ids), model(ids, attention_mask=torch.ones(2, 5)))
+
+
+def test_the_mask_id_is_the_model_s_own():
+    model = LLaDAModel(preset("tiny", mask_token_id=7), device="meta")
+    assert mask_id_of(model) == 7 and mask_id_of(model, 7) == 7
+    with pytest.raises(ValueError, match="mask_id=126336 is not this model's mask token.*says 7"):
+        mask_id_of(model, 126336)
+    anonymous = LLaDAModel(preset("tiny"), device="meta")  # its config knows no mask id
+    assert mask_id_of(anonymous, 3) == 3
+    with pytest.raises(ValueError, match="pass mask_id="):
+        mask_id_of(anonymous)
+
+
+def test_upcast_keeps_float64_and_lifts_half_precision():
+    assert upcast(torch.zeros(1, dtype=torch.bfloat16)).dtype == torch.float32
+    assert upcast(torch.zeros(1, dtype=torch.float32)).dtype == torch.float32
+    assert upcast(torch.zeros(1, dtype=torch.float64)).dtype == torch.float64
