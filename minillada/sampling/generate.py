@@ -77,6 +77,10 @@ class SamplerConfig:
             )
 
 
+# logits_hook(logits (B, L, V), canvas x (B, L), candidates (B, L) bool) -> logits
+LogitsHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 @dataclass(frozen=True)
 class TokenIds:
     """The special ids a sampler needs; only the mask is required."""
@@ -139,9 +143,12 @@ def denoise(
     attention_mask: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     trace: bool = False,
+    logits_hook: LogitsHook | None = None,
 ) -> tuple[torch.Tensor, Trace | None]:
     """The reverse loop: reveal the masks of each window [start, end) of ``x`` (B, L), left to
-    right, ``config.steps`` steps per window (or until none is left, with a threshold)."""
+    right, ``config.steps`` steps per window (or until none is left, with a threshold).
+    ``logits_hook(logits, x, candidates)`` may change the logits of each step before anything is
+    proposed (candidates: (B, L) bool, the masked positions of the current window)."""
     B, L = x.shape
     mask_id = ids.mask
     prompt_index = x != mask_id  # fixed once, as in the official code: pads count as prompt
@@ -162,6 +169,10 @@ def denoise(
             logits = guided_logits(
                 model, x, prompt_index, mask_id, config.cfg_scale, attention_mask
             )
+            if logits_hook is not None:
+                candidates = torch.zeros_like(x, dtype=torch.bool)
+                candidates[:, start:end] = x[:, start:end] == mask_id
+                logits = logits_hook(logits, x, candidates)
             # Only the window can hold candidates: left of it nothing is masked, right of it the
             # official code sets the confidence to -inf. Work in float64 from here on.
             win = logits[:, start:end].to(torch.float64, copy=True)  # (B, W, V), a fresh copy
@@ -457,3 +468,191 @@ def sample(
         return SampleResult(tokens=out.cpu())
     tokens, trace = out
     return SampleResult(tokens.cpu(), list(range(trace.num_steps + 1)), trace.canvases)
+
+
+# iLLaDA's variable-length generation: one block of masks at a time, until the answer stops.
+
+
+def _contains(tokens: torch.Tensor, sequence: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: whether each row of tokens (B, n) contains the token sequence (k,)."""
+    k = len(sequence)
+    if k == 0 or tokens.shape[1] < k:
+        return torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+    return (tokens.unfold(1, k, 1) == sequence).all(-1).any(-1)
+
+
+def end_think_boost(
+    logits: torch.Tensor,
+    x: torch.Tensor,
+    candidates: torch.Tensor,
+    context_start: int,
+    total_length: int,
+    think_end_ids: list[int],
+    boost: float,
+    power: float = 2.0,
+) -> torch.Tensor:
+    """The iLLaDA authors' end-of-thinking boost: while a row's answer does not yet contain the
+    ``think_end_ids`` sequence (``</think>``), add ``boost * progress**power`` to the logit of its
+    next token at the row's first still-masked position of the current block, where
+    progress = (position - context_start + 1) / total_length, clipped to [0, 1]. The next token is
+    the one that continues the longest partial match of the sequence just left of that position.
+    It fights the endless "let me check again" of a long reasoning. logits (B, L, V)."""
+    if boost <= 0 or not think_end_ids or total_length <= 0:
+        return logits
+    V = logits.shape[-1]
+    if any(not 0 <= i < V for i in think_end_ids):
+        raise ValueError(f"think_end_ids {think_end_ids} are not all ids of the {V}-token vocab.")
+    seq = torch.tensor(think_end_ids, dtype=torch.long, device=logits.device)  # (k,)
+    active = candidates.any(dim=1) & ~_contains(x[:, context_start:], seq)  # (B,)
+    if not bool(active.any()):
+        return logits
+    position = candidates.int().argmax(dim=1)  # (B,) the first candidate of each row
+    token = seq[0].expand(len(x)).clone()
+    matched = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    for prefix in range(len(seq) - 1, 0, -1):  # the longest partial match wins
+        window = (position[:, None] + torch.arange(-prefix, 0, device=x.device)).clamp_min(0)
+        fits = (position - context_start >= prefix) & (x.gather(1, window) == seq[:prefix]).all(1)
+        token = torch.where(fits & ~matched, seq[prefix], token)
+        matched |= fits
+    progress = ((position - context_start + 1).double() / total_length).clamp(0.0, 1.0)
+    rows = active.nonzero(as_tuple=True)[0]
+    out = logits.clone()
+    out[rows, position[rows], token[rows]] += (boost * progress.pow(power))[rows].to(out.dtype)
+    return out
+
+
+@dataclass
+class VariableLengthResult:
+    tokens: torch.Tensor  # (1, P + blocks * block_length): the prompt and every generated block
+    prompt_length: int
+    blocks: int  # blocks generated
+    forward_passes: int  # model calls (one per step; a guided step is one batched call)
+    stopped: bool  # True: a stop id or string appeared; False: the budget ran out
+
+    @property
+    def generated(self) -> torch.Tensor:
+        """(n,) the generated ids, whole blocks (a stop token and what follows it included)."""
+        return self.tokens[0, self.prompt_length :]
+
+    def answer(self, stop_ids: list[int]) -> torch.Tensor:
+        """The generated ids up to (not including) the first of ``stop_ids``."""
+        gen = self.generated
+        hits = torch.isin(gen, torch.tensor(stop_ids, device=gen.device)).nonzero()
+        return gen[: int(hits[0])] if len(hits) else gen
+
+
+@torch.no_grad()
+def var_generate(
+    model: Callable,
+    prompt_ids: torch.Tensor,
+    gen_length: int,
+    block_length: int,
+    steps: int,
+    mask_id: int | None = None,
+    *,
+    stop_ids: list[int] | None = None,
+    stop_strings: list[str] | None = None,
+    decode: Callable[[list[int]], str] | None = None,
+    temperature: float = 0.0,
+    remasking: str = "low_confidence",
+    cfg_scale: float = 0.0,
+    think_end_ids: list[int] | None = None,
+    think_end_boost: float = 0.0,
+    think_end_power: float = 2.0,
+    noise_dtype: torch.dtype = torch.float64,
+    max_length: int | None = None,
+    generator: torch.Generator | None = None,
+) -> VariableLengthResult:
+    """iLLaDA's variable-length generation (the authors' ``var_generate``): append one block of
+    ``block_length`` masks to the prompt, denoise it with LLaDA's rule in ``steps`` steps (steps per
+    block here, not in all), and repeat until a block produces a stop id (default: the model's
+    EOS) or a stop string (``stop_strings`` with ``decode``), or the budget of ``gen_length`` tokens
+    is spent. The budget is clipped to the context minus the prompt, in whole blocks. One unpadded
+    prompt (P,) or (1, P). ``think_end_*``: the end-of-thinking boost (``end_think_boost``) the
+    authors use for iLLaDA-8B-Instruct (boost 100, power 3)."""
+    mask_id = mask_id_of(model, mask_id)
+    prompt = _as_batch(prompt_ids, "prompt_ids")
+    if prompt.shape[0] != 1:
+        raise ValueError(
+            f"var_generate takes one unpadded prompt, got a batch of {prompt.shape[0]}: the blocks "
+            "of different rows would stop at different times (the authors' code asserts this too)."
+        )
+    if block_length < 1 or gen_length % block_length:
+        raise ValueError(
+            f"gen_length={gen_length} is not a multiple of block_length={block_length}: the budget "
+            "is spent in whole blocks."
+        )
+    if stop_strings is not None:
+        if any(s == "" for s in stop_strings):
+            raise ValueError("An empty stop string would stop every answer at once; remove it.")
+        if decode is None:
+            raise ValueError("stop_strings need decode= (token ids -> text) to be checked.")
+    if stop_ids is None and stop_strings is None:
+        eos = _model_eos(model, None)
+        if eos is None:
+            raise ValueError(
+                "No stop rule: pass stop_ids= (e.g. the tokenizer's stop_ids) or stop_strings=; "
+                "this model's config names no eos_token_id."
+            )
+        stop_ids = [eos]
+    P = prompt.shape[1]
+    budget = gen_length
+    context = context_length(model, max_length)
+    if context is not None:
+        budget = min(gen_length, (context - P) // block_length * block_length)
+        if budget < block_length:
+            raise ValueError(
+                f"The prompt ({P} tokens) leaves no room for one block of {block_length} in the "
+                f"model's context of {context} tokens; shorten the prompt or the block."
+            )
+    config = SamplerConfig(
+        steps=steps,
+        temperature=temperature,
+        remasking=remasking,
+        cfg_scale=cfg_scale,
+        noise_dtype=noise_dtype,
+    )
+    if steps > block_length:
+        raise ValueError(
+            f"steps={steps} per block is more than the {block_length} masked tokens of a block; "
+            f"every step must reveal at least one token, so use steps <= {block_length}."
+        )
+    calls = 0
+
+    def counted(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        return model(*args, **kwargs)
+
+    def hook(logits, x, candidates):
+        return end_think_boost(
+            logits, x, candidates, P, gen_length, think_end_ids or [], think_end_boost,
+            think_end_power,
+        )  # fmt: skip
+
+    x = prompt.to(model_device(model))
+    ids = TokenIds(mask=mask_id, eos=_model_eos(model, None))
+    blocks, stopped = 0, False
+    while blocks * block_length < budget:
+        masks = torch.full((1, block_length), mask_id, dtype=torch.long, device=x.device)
+        x = torch.cat([x, masks], dim=1)  # (1, P + blocks * block_length): one more block
+        window = [(x.shape[1] - block_length, x.shape[1])]
+        x, _ = denoise(
+            counted,
+            x,
+            window,
+            config,
+            ids,
+            prompt_length=P,
+            generator=generator,
+            logits_hook=hook if think_end_boost > 0 else None,
+        )
+        blocks += 1
+        generated = x[0, P:]
+        if stop_ids and bool(torch.isin(generated, torch.tensor(stop_ids, device=x.device)).any()):
+            stopped = True
+        if stop_strings and any(s in decode(generated.tolist()) for s in stop_strings):
+            stopped = True
+        if stopped:
+            break
+    return VariableLengthResult(x.cpu(), P, blocks, calls, stopped)

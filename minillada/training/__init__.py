@@ -1,3 +1,4 @@
 """Training: one loop with a pluggable step (``loop``), learning-rate schedules
 (``schedules``), LLaDA's pre-training step with crop, accumulation and data parallelism
-(``llada``), and the ``torchrun`` helpers (``distributed``)."""
+(``llada``), supervised fine-tuning LLaDA's and iLLaDA's way (``sft``), and the ``torchrun``
+helpers (``distributed``)."""
