@@ -187,7 +187,7 @@ def check_gqa_parameters(fn: Callable) -> CheckResult:
         fn,
         _attention_parameters,
         cases,
-        "minillada.models.sizing.count_parameters(config).per_block",
+        "the q, k, v and output entries of minillada.models.sizing.count_parameters(config)",
     )
 
 
