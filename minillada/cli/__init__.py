@@ -1,2 +1,2 @@
-"""Thin command-line entry points: ``python -m minillada.cli.train_char``, ``train_ar`` and
-``train_llada`` (see each module's docstring)."""
+"""Thin command-line entry points: ``python -m minillada.cli.train_char``, ``train_ar``,
+``train_llada`` and ``chat`` (see each module's docstring)."""
