@@ -70,6 +70,19 @@ def rng_state() -> dict[str, torch.Tensor]:
     return out
 
 
+def _require_train_state(folder: str | Path) -> Path:
+    """``folder`` as a Path, or a ResumeError saying why it cannot be resumed."""
+    folder = Path(folder)
+    if not (folder / OPTIMIZER_FILE).is_file() or not (folder / TRAINER_FILE).is_file():
+        raise ResumeError(
+            f"{folder} has no {OPTIMIZER_FILE} / {TRAINER_FILE}: it holds no training state, so "
+            "it cannot be resumed (it was saved without state=..., or it is a released snapshot). "
+            "Its weights alone load with minillada.checkpoints.folder.load_checkpoint or "
+            "minillada.checkpoints.hf.load_hf_checkpoint."
+        )
+    return folder
+
+
 def save_train_state(
     folder: str | Path, state: TrainState, extra: dict[str, Any] | None = None
 ) -> Path:
@@ -94,14 +107,7 @@ def load_train_state(folder: str | Path, state: TrainState) -> TrainState:
     """Fill a fresh TrainState (same model, same TrainConfig) from ``folder`` to resume training:
     optimizer moments, the loop's generator, the global RNG states (when saved), iteration number
     and history. The fresh optimizer keeps its own AdamW kernel choice (fused or not)."""
-    folder = Path(folder)
-    if not (folder / OPTIMIZER_FILE).is_file() or not (folder / TRAINER_FILE).is_file():
-        raise ResumeError(
-            f"{folder} has no {OPTIMIZER_FILE} / {TRAINER_FILE}: it holds no training state, so "
-            "it cannot be resumed (it was saved without state=..., or it is a released snapshot). "
-            "Its weights alone load with minillada.checkpoints.folder.load_checkpoint or "
-            "minillada.checkpoints.hf.load_hf_checkpoint."
-        )
+    folder = _require_train_state(folder)
     tensors = load_file(str(folder / OPTIMIZER_FILE))
     trainer = json.loads((folder / TRAINER_FILE).read_text())
     state.generator.set_state(tensors.pop("generator_state"))
@@ -154,9 +160,7 @@ def load_training_checkpoint(
 ) -> TrainState:
     """Resume: load the weights into ``model`` (possibly DDP-wrapped) and fill ``state`` (built
     for the same model and config) with ``load_train_state``."""
-    folder = Path(folder)
-    if not (folder / OPTIMIZER_FILE).is_file() or not (folder / TRAINER_FILE).is_file():
-        load_train_state(folder, state)  # raises ResumeError with the explanation
+    folder = _require_train_state(folder)
     inner = unwrap(model)
     device = next(inner.parameters()).device
     loaded = load_hf_checkpoint(folder, device=device, config=inner.config)

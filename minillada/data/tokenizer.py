@@ -106,7 +106,8 @@ def _token_name(value: str | Mapping | None) -> str | None:
 
 def _token_ids(folder: Path, config: dict) -> dict[str, int]:
     """Every special or added token the files know, string -> id: tokenizer_config.json's
-    added_tokens_decoder, completed by tokenizer.json's added tokens when that file is there."""
+    added_tokens_decoder, completed by tokenizer.json's added tokens and vocabulary when the
+    decoder holds no known mask token."""
     decoder = config.get("added_tokens_decoder")
     if not decoder:
         raise TokenizerFilesError(
@@ -115,6 +116,8 @@ def _token_ids(folder: Path, config: dict) -> dict[str, int]:
             "`transformers` or with minillada.data.bpe.save_tokenizer."
         )
     id_of = {entry["content"]: int(i) for i, entry in decoder.items()}
+    if any(name in id_of for name in MASK_TOKENS):
+        return id_of  # the usual case: no need to parse the (6 MB) tokenizer.json as well
     tokenizer_json = _read_json(folder / TOKENIZER_FILE, required=False) or {}
     for entry in tokenizer_json.get("added_tokens", []):
         id_of.setdefault(entry["content"], int(entry["id"]))

@@ -88,7 +88,7 @@ def positions_to_reveal(
     if threshold is None and k is None:
         raise ValueError("Pass k (tokens to reveal per row) or threshold (a confidence level).")
     if threshold is None:
-        k = torch.as_tensor(k).reshape(-1).expand(B) if torch.as_tensor(k).dim() == 0 else k
+        k = torch.as_tensor(k).reshape(-1).expand(B)  # an int or (B,) -> (B,)
     reveal = torch.zeros(B, L, dtype=torch.bool, device=confidence.device)
     candidates = confidence > NEG_INF
     for b in range(B):

@@ -48,16 +48,15 @@ def pad_sft_batch(
             f"Expected as many prompts as answers (and at least one), got {len(prompts)} prompts "
             f"and {len(answers)} answers."
         )
-    rows = [
-        torch.cat([_ids(p, "prompt", k), _ids(a, "answer", k)])
+    pairs = [
+        (_ids(p, "prompt", k), _ids(a, "answer", k))
         for k, (p, a) in enumerate(zip(prompts, answers, strict=True))
     ]
-    L = max(len(r) for r in rows)
-    ids = torch.full((len(rows), L), eos_id, dtype=torch.long)  # (B, L): EOS padding = answer
-    for b, row in enumerate(rows):
-        ids[b, : len(row)] = row
-    prompt_lengths = torch.tensor([len(_ids(p, "prompt", k)) for k, p in enumerate(prompts)])
-    return ids, prompt_lengths
+    L = max(len(p) + len(a) for p, a in pairs)
+    ids = torch.full((len(pairs), L), eos_id, dtype=torch.long)  # (B, L): EOS padding = answer
+    for b, (p, a) in enumerate(pairs):
+        ids[b, : len(p) + len(a)] = torch.cat([p, a])
+    return ids, torch.tensor([len(p) for p, _ in pairs])
 
 
 def llada_sft_loss_from_noise(

@@ -10,7 +10,6 @@ from minillada.data.downloads import (
     LLADA_REFERENCE_FILES,
     DatasetError,
     dataset_path,
-    llada_reference,
     load_text,
 )
 
@@ -81,27 +80,22 @@ def _with_url(spec, url):
     return replace(spec, url=url)
 
 
-def test_the_released_llada_metadata_comes_through_the_download_path(reference_folder):
-    names = sorted(p.name for p in reference_folder.iterdir() if p.suffix == ".json")
+def test_the_released_llada_metadata_comes_through_the_download_path(llada_reference):
+    names = sorted(p.name for p in llada_reference.iterdir() if p.suffix == ".json")
     assert names == sorted(LLADA_REFERENCE_FILES)
-    config = json.loads((reference_folder / "config.json").read_text())
+    config = json.loads((llada_reference / "config.json").read_text())
     assert config["model_type"] == "llada" and config["n_layers"] == 32
 
 
-def test_several_data_folders_and_a_tampered_reference(reference_folder, tmp_path, monkeypatch):
+def test_several_data_folders_and_a_tampered_reference(llada_reference, tmp_path, monkeypatch):
     copy = tmp_path / "second" / "llada-8b"
     copy.mkdir(parents=True)
-    for p in reference_folder.iterdir():
+    for p in llada_reference.iterdir():
         (copy / p.name).write_bytes(p.read_bytes())
     monkeypatch.setattr(datasets, "cache_dir", lambda: tmp_path / "cache")
     monkeypatch.setenv(datasets.DATA_DIR_ENV, f"{tmp_path / 'empty'}:{tmp_path / 'second'}")
-    assert llada_reference(download=False) == copy  # found in the second folder of the list
+    assert datasets.llada_reference(download=False) == copy  # found in the second folder
     (copy / "config.json").write_text("{}")
     with pytest.raises(DatasetError, match=r"config.json does not match the expected"):
-        llada_reference(download=False)
+        datasets.llada_reference(download=False)
 
-
-@pytest.fixture
-def reference_folder(request):
-    """The conftest fixture under another name (this module imports the function of that name)."""
-    return request.getfixturevalue("llada_reference")
