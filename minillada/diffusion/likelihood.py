@@ -177,16 +177,17 @@ def conditional_nelbo_samples(
             p = mask_probability(t, eps)
             masked = torch.rand(b, L, generator=generator) < p[:, None]  # (b, L)
             weight = 1.0 / p.double()
+        masked = masked.to(device)  # drawn on the CPU so a seed gives the same masks anywhere
         x = seq.expand(b, -1).clone()  # (b, P + L)
-        x[:, P:] = torch.where(masked.to(device), mask_id, x[:, P:])
+        x[:, P:] = torch.where(masked, mask_id, x[:, P:])
         logits = guided_logits(model, x, is_prompt, mask_id, cfg_scale)[:, P:]  # (b, L, V)
         if method == "l":
-            per_row = l_estimator_terms(logits, target, masked.to(device)).cpu()  # (b,)
+            per_row = l_estimator_terms(logits, target, masked).cpu()  # (b,)
         else:
             ce = F.cross_entropy(
                 upcast(logits).transpose(1, 2), target.expand(b, -1), reduction="none"
             )  # (b, L)
-            per_row = (ce.double() * masked.to(device)).sum(dim=1).cpu() * weight  # (b,)
+            per_row = (ce.double() * masked).sum(dim=1).cpu() * weight  # (b,)
         samples.append(per_row)
     return torch.cat(samples)
 
