@@ -74,3 +74,16 @@ class Estimate:
         if self.per_token:
             text += f" = {self.bits:.3f} bits/token"
         return text + (f" ({self.detail})" if self.detail else "")
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion ``successes / n`` (z = 1.96): unlike
+    p ± 1.96 * stderr it stays inside [0, 1] and is not empty at 0 or n successes."""
+    if n < 1 or not 0 <= successes <= n:
+        raise ValueError(f"Expected 0 <= successes <= n and n >= 1, got {successes} of {n}.")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)  # exact at the edges
+    hi = 1.0 if successes == n else min(1.0, centre + half)
+    return lo, hi

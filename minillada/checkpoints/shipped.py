@@ -4,7 +4,10 @@ command that made each): every loader of a shipped model is here.
 * ``char_shakespeare``: lesson 1's character-level masked diffusion model (minillada's format);
 * ``ar_shakespeare``: lesson 3's autoregressive twin of it, same network and budget;
 * ``subword_shakespeare``: lesson 4's subword LLaDAModel (the released LLaDA layout) with its BPE
-  tokenizer files and the record of how it was trained (training.json).
+  tokenizer files and the record of how it was trained (training.json);
+* ``instruct_shakespeare``: lesson 6's instruct model, ``subword_shakespeare`` fine-tuned on the
+  lesson's instructions by minillada.cli.train_sft, with the same files (training.json holds the
+  recipe, the loss curve and the held-out scores).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ CHAR_SHAKESPEARE = (
 )
 AR_SHAKESPEARE = "ar_shakespeare"  # lesson 3's autoregressive twin of char_shakespeare
 SUBWORD_SHAKESPEARE = "subword_shakespeare"  # lesson 4's model, by minillada.cli.train_llada
+INSTRUCT_SHAKESPEARE = "instruct_shakespeare"  # lesson 6's model, by minillada.cli.train_sft
 METRICS_FILE = "training.json"  # how the shipped subword model was trained and its measured bound
 
 
@@ -63,14 +67,25 @@ def load_ar_shakespeare(
     return model, tokenizer
 
 
+def _load_shipped_llada(name: str, device) -> tuple[LLaDAModel, LLaDATokenizer, dict[str, Any]]:
+    folder = shipped_checkpoint(name)
+    model = load_hf_checkpoint(folder, device=device, dtype=torch.float32)
+    record = json.loads((folder / METRICS_FILE).read_text())
+    return model, LLaDATokenizer.from_folder(folder), record
+
+
 def load_subword_shakespeare(
     device: torch.device | str = "cpu",
 ) -> tuple[LLaDAModel, LLaDATokenizer, dict[str, Any]]:
     """Lesson 4's shipped subword LLaDAModel: (model, tokenizer, training record with metrics)."""
-    folder = shipped_checkpoint(SUBWORD_SHAKESPEARE)
-    model = load_hf_checkpoint(folder, device=device, dtype=torch.float32)
-    record = json.loads((folder / METRICS_FILE).read_text())
-    return model, LLaDATokenizer.from_folder(folder), record
+    return _load_shipped_llada(SUBWORD_SHAKESPEARE, device)
+
+
+def load_instruct_shakespeare(
+    device: torch.device | str = "cpu",
+) -> tuple[LLaDAModel, LLaDATokenizer, dict[str, Any]]:
+    """Lesson 6's shipped instruct model: (model, tokenizer, training record with its scores)."""
+    return _load_shipped_llada(INSTRUCT_SHAKESPEARE, device)
 
 
 def ship_subword_run(run: str | Path, dest: str | Path, command: str) -> Path:

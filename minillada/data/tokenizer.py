@@ -410,6 +410,14 @@ class LLaDATokenizer:
                     f"messages[{k}] should be a dict with 'role' and 'content', found "
                     f"{message!r}; e.g. {{'role': 'user', 'content': 'Hello'}}."
                 )
+        if not messages:
+            raise ValueError("An empty conversation: pass at least one user message.")
+        if add_generation_prompt and messages[-1]["role"] != "user":
+            raise ValueError(
+                f"The conversation ends with a {messages[-1]['role']!r} turn, but a generation "
+                "prompt asks the model to answer the last user turn: append a user message, or "
+                "pass add_generation_prompt=False to render a finished conversation."
+            )
         bos = _token_name(self.config.get("bos_token"))
         eos = _token_name(self.config.get("eos_token"))
         try:

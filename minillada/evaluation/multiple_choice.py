@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from minillada.diffusion.confidence import confidence_score
 from minillada.diffusion.likelihood import estimate_conditional_nll
 from minillada.evaluation.autoregressive import continuation_log_prob
 
@@ -45,6 +46,17 @@ def mdm_scorer(
             model, context, option, mask_id, mc_num, batch_size, cfg_scale, "l", seed
         )
         return est.log_likelihood, est.stderr
+
+    return score
+
+
+def confidence_scorer(model, mask_id: int | None = None, eos_id: int | None = None) -> Scorer:
+    """Score with iLLaDA's confidence score (``minillada.diffusion.confidence``): deterministic,
+    L forward passes per option, a ranking score rather than a likelihood; standard error 0.
+    ``eos_id``: the authors' ``padd_eos`` option."""
+
+    def score(context: torch.Tensor, option: torch.Tensor) -> tuple[float, float]:
+        return confidence_score(model, context, option, mask_id, eos_id).score, 0.0
 
     return score
 

@@ -96,9 +96,7 @@ def llada_sft_loss(
     B, L = ids.shape
     t = sample_times(B, generator=generator).to(model_device(model))
     u = torch.rand((B, L), generator=generator).to(model_device(model))
-    return llada_sft_loss_from_noise(
-        model, ids.to(t.device), prompt_lengths, t, u, mask_id, eps
-    )
+    return llada_sft_loss_from_noise(model, ids.to(t.device), prompt_lengths, t, u, mask_id, eps)
 
 
 def pack_examples(
@@ -144,3 +142,52 @@ def variable_length_sft_loss(
     xt, masked = apply_mask(windows, t, u, mask_id, eps)
     logits = model_logits(model, xt)  # (B, L, V)
     return masked_diffusion_loss(logits, windows, masked, mask_probability(t, eps))
+
+
+# --------------------------------------------------------------------------------------------------
+# The two recipes as steps of the course's one training loop (minillada.training.loop.train)
+# --------------------------------------------------------------------------------------------------
+
+
+def llada_sft_batches(
+    prompts: Sequence[Sequence[int]],
+    answers: Sequence[Sequence[int]],
+    eos_id: int,
+    batch_size: int,
+):
+    """``get_batch(generator)`` for LLaDA's recipe: ``batch_size`` examples drawn at random, padded
+    with EOS to the longest of them (``pad_sft_batch``). Returns (ids (B, L), prompt_lengths)."""
+
+    def get_batch(generator: torch.Generator):
+        rows = torch.randint(len(prompts), (batch_size,), generator=generator).tolist()
+        return pad_sft_batch([prompts[r] for r in rows], [answers[r] for r in rows], eos_id)
+
+    return get_batch
+
+
+def packed_batches(windows: torch.Tensor, batch_size: int):
+    """``get_batch(generator)`` for iLLaDA's recipe: ``batch_size`` packed windows at random."""
+
+    def get_batch(generator: torch.Generator) -> torch.Tensor:
+        return windows[torch.randint(len(windows), (batch_size,), generator=generator)]
+
+    return get_batch
+
+
+def llada_sft_loss_fn(mask_id: int, eps: float = EPS):
+    """``loss_fn(model, batch, generator)`` of LLaDA's recipe for ``train``."""
+
+    def loss_fn(model, batch, generator):
+        ids, prompt_lengths = batch
+        return llada_sft_loss(model, ids, prompt_lengths, mask_id, generator, eps)
+
+    return loss_fn
+
+
+def variable_length_sft_loss_fn(mask_id: int, eps: float = EPS):
+    """``loss_fn(model, batch, generator)`` of iLLaDA's recipe for ``train``."""
+
+    def loss_fn(model, windows, generator):
+        return variable_length_sft_loss(model, windows, mask_id, generator, eps)
+
+    return loss_fn

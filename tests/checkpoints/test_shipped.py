@@ -47,3 +47,23 @@ def test_shipped_char_and_ar_models_match_their_records(tinyshakespeare):
     ar_recorded = read_config(shipped_checkpoint(AR_SHAKESPEARE))["metrics"]
     assert abs(nll.nats - ar_recorded["val_nll_nats"]) < 4 * nll.stderr, (nll, ar_recorded)
     assert math.isfinite(nll.nats) and nll.nats < bound.nats  # the twin's exact NLL beats the bound
+
+
+def test_shipped_instruct_model_follows_instructions(tinyshakespeare):
+    """Lesson 6's instruct model: LLaDA's recipe, its record consistent with the held-out data, and
+    on the two tasks that need no copying it answers most items right and always stops."""
+    from minillada.checkpoints.shipped import load_instruct_shakespeare
+    from minillada.data.instructions import make_instruction_data
+    from minillada.evaluation.instructions import evaluate_instructions
+
+    model, tok, record = load_instruct_shakespeare()
+    data = make_instruction_data(tinyshakespeare.read_text())
+    assert record["recipe"] == "llada"
+    assert record["evaluation"]["variable"]["all"]["n"] == len(data.held_out)
+    assert tok.mask_id == model.config.mask_token_id
+    by_task = data.by_task()
+    items = by_task["count"][:20] + by_task["number"][:20]
+    scores = evaluate_instructions(model, tok, items, "variable", 32, 8, progress=False)
+    # recorded on 100 items each: about 90%; 20 items leave room for other CPUs' rounding
+    assert scores["count"].correct >= 14 and scores["number"].correct >= 14
+    assert scores["all"].stop_rate == 1.0 and scores["all"].mean_forward_passes < 16

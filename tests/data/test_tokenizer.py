@@ -236,3 +236,12 @@ def test_a_base_tokenizer_refuses_a_chat(tmp_path: Path) -> None:
         base.batch_encode("one string")
     with pytest.raises(ValueError, match="empty batch"):
         pad_left([], pad_id=0)
+
+
+def test_a_generation_prompt_needs_a_user_turn_last(tiny: LLaDATokenizer) -> None:
+    finished = CONVERSATIONS["three turns"][:2]  # ends with the assistant's answer
+    with pytest.raises(ValueError, match="ends with a 'assistant' turn"):
+        tiny.apply_chat_template(finished)
+    assert tiny.apply_chat_template(finished, add_generation_prompt=False)  # rendering it is fine
+    with pytest.raises(ValueError, match="empty conversation"):
+        tiny.apply_chat_template([])

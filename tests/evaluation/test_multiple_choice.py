@@ -10,6 +10,7 @@ from minillada.evaluation.multiple_choice import (
     ar_scorer,
     choose,
     choose_text,
+    confidence_scorer,
     encode_choices,
     mdm_scorer,
 )
@@ -21,6 +22,7 @@ def test_multiple_choice_raw_and_normalised_on_a_constructed_case(fixed_model):
     for scorer in (
         mdm_scorer(fixed_model(probs), mask_id=3, mc_num=16),
         ar_scorer(fixed_model(probs), 3),
+        confidence_scorer(fixed_model(probs), mask_id=3),  # context-free: the exact sum too
     ):
         res = choose(scorer, [0, 2], [[2], [1, 1, 1], [0]])
         assert res.loglik == pytest.approx(

@@ -8,9 +8,11 @@ import torch
 from minillada.diffusion.masking import mask_probability, sample_times
 from minillada.diffusion.objectives import masked_diffusion_loss
 from minillada.training.sft import (
+    llada_sft_batches,
     llada_sft_loss,
     llada_sft_loss_from_noise,
     pack_examples,
+    packed_batches,
     pad_sft_batch,
     variable_length_sft_loss,
 )
@@ -63,6 +65,16 @@ def test_examples_are_packed_back_to_back_with_one_eos():
     assert windows.tolist() == [[1, 2, 4], [EOS, 3, 5]]  # the tail [6, EOS] is dropped
     with pytest.raises(ValueError, match="less than one window"):
         pack_examples([[1]], [[2]], EOS, window=8)
+    with pytest.raises(ValueError, match="Example 1 has an empty answer"):
+        pack_examples([[1], [2]], [[3], []], EOS, window=2)
+
+
+def test_batches_for_the_training_loop():
+    g = torch.Generator().manual_seed(0)
+    ids, prompt_lengths = llada_sft_batches([[1, 2, 3], [4]], [[5], [6, 7]], EOS, 6)(g)
+    assert ids.shape == (6, 4) and set(prompt_lengths.tolist()) <= {1, 3}
+    windows = pack_examples([[1, 2], [3]], [[4], [5, 6]], EOS, window=3)
+    assert packed_batches(windows, 5)(g).shape == (5, 3)
 
 
 def test_variable_length_loss_is_the_pretraining_loss(fixed_model):

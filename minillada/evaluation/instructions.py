@@ -1,0 +1,156 @@
+"""Lesson 6's evaluation: an instruct model answers held-out instructions, graded by exact match.
+
+Each answer is generated one of two ways with the same per-token effort (one token revealed per
+forward pass) and the same budget of ``gen_length`` tokens:
+
+* ``"fixed"``: LLaDA's canvas, ``generate`` with ``gen_length`` masks and ``steps = gen_length``
+  in semi-autoregressive blocks of ``block_length``; every answer costs ``gen_length`` passes.
+* ``"variable"``: iLLaDA's ``var_generate``, one block of ``block_length`` masks at a time with
+  ``steps = block_length`` per block, stopping after the block that holds a stop id.
+
+Either way the answer is the text before the first stop id (EOS or <|eot_id|>), special tokens
+dropped and stripped; "stopped" means a stop id appeared within the budget.
+
+Shapes: P = prompt tokens, G = gen_length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from minillada.data.instructions import TASKS, Example, encode_example
+from minillada.estimate import wilson_interval
+from minillada.runtime import model_device, progress_disabled
+from minillada.sampling.generate import generate, var_generate
+
+SAMPLERS = ("fixed", "variable")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One generated answer and what it cost."""
+
+    example: Example
+    text: str  # the decoded answer, cut at the first stop id
+    tokens: int  # answer tokens before the first stop id
+    reference_tokens: int  # tokens of the reference answer (its end of turn not counted)
+    stopped: bool  # a stop id appeared within the budget
+    forward_passes: int
+
+    @property
+    def correct(self) -> bool:
+        return self.text == self.example.answer.strip()
+
+
+def _cut(ids: torch.Tensor, stop_ids: Sequence[int]) -> tuple[torch.Tensor, bool]:
+    hits = torch.isin(ids, torch.tensor(list(stop_ids), device=ids.device)).nonzero()
+    return (ids[: int(hits[0])], True) if len(hits) else (ids, False)
+
+
+@torch.no_grad()
+def answer_instruction(
+    model,
+    tokenizer,
+    example: Example,
+    sampler: str = "variable",
+    gen_length: int = 32,
+    block_length: int = 8,
+) -> Answer:
+    """Generate the answer to ``example`` at temperature 0 with ``sampler`` ("fixed" or
+    "variable", see the module docstring)."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
+    prompt_ids, _ = encode_example(tokenizer, example)
+    prompt = torch.tensor([prompt_ids], device=model_device(model))  # (1, P)
+    stop = tokenizer.stop_ids
+    if sampler == "fixed":
+        out = generate(model, prompt, gen_length, block_length, gen_length, tokenizer.mask_id)
+        generated, passes = out[0, prompt.shape[1] :], gen_length  # (G,)
+    else:
+        result = var_generate(
+            model, prompt, gen_length, block_length, block_length, tokenizer.mask_id,
+            stop_ids=stop,
+        )  # fmt: skip
+        generated, passes = result.generated, result.forward_passes
+    answer, stopped = _cut(generated.cpu(), stop)
+    text = tokenizer.decode(answer, skip_special_tokens=True).strip()
+    reference = len(tokenizer.encode(example.answer))
+    return Answer(example, text, len(answer), reference, stopped, passes)
+
+
+@dataclass
+class TaskScore:
+    """Exact-match accuracy of one task, with its 95% Wilson interval."""
+
+    task: str
+    answers: list[Answer] = field(default_factory=list)
+
+    @property
+    def correct(self) -> int:
+        return sum(a.correct for a in self.answers)
+
+    @property
+    def n(self) -> int:
+        return len(self.answers)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.n
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return wilson_interval(self.correct, self.n)
+
+    @property
+    def stop_rate(self) -> float:
+        return sum(a.stopped for a in self.answers) / self.n
+
+    @property
+    def mean_forward_passes(self) -> float:
+        return sum(a.forward_passes for a in self.answers) / self.n
+
+    def record(self, lengths: bool = False) -> dict:
+        """The score as JSON-ready numbers; ``lengths`` adds every answer's and reference's token
+        count (for a figure of generated against reference length)."""
+        out = {
+            "correct": self.correct,
+            "n": self.n,
+            "accuracy": self.accuracy,
+            "interval95": list(self.interval),
+            "stop_rate": self.stop_rate,
+            "mean_forward_passes": self.mean_forward_passes,
+        }
+        if lengths:
+            out["answer_tokens"] = [a.tokens for a in self.answers]
+            out["reference_tokens"] = [a.reference_tokens for a in self.answers]
+        return out
+
+    def __str__(self) -> str:
+        lo, hi = self.interval
+        return (
+            f"{self.task:8s} {self.accuracy:6.1%} [{lo:5.1%}, {hi:5.1%}] ({self.correct}/{self.n})"
+            f"  stops {self.stop_rate:6.1%}  passes {self.mean_forward_passes:5.1f}"
+        )
+
+
+def evaluate_instructions(
+    model,
+    tokenizer,
+    examples: Sequence[Example],
+    sampler: str = "variable",
+    gen_length: int = 32,
+    block_length: int = 8,
+    progress: bool = True,
+) -> dict[str, TaskScore]:
+    """Answer every example (``answer_instruction``) and score each task, plus "all"."""
+    scores = {task: TaskScore(task) for task in (*TASKS, "all")}
+    bar = tqdm(examples, desc=sampler, leave=False, disable=not progress or progress_disabled())
+    for example in bar:
+        a = answer_instruction(model, tokenizer, example, sampler, gen_length, block_length)
+        scores[example.task].answers.append(a)
+        scores["all"].answers.append(a)
+    return {task: s for task, s in scores.items() if s.answers}
