@@ -6,8 +6,8 @@ Lookup order for a data set:
    with no network; several folders separated by ``os.pathsep``, ":" on Linux and macOS);
 2. the cache in ``data/`` of this repository;
 3. download from the canonical URL into the cache, then verify.
-Every file found or fetched is checked against its sha256, so a truncated or edited copy never
-trains a model.
+Every file found or fetched is checked against its sha256 (or, for a file known only by its git
+blob id, against that), so a truncated or edited copy never trains or scores a model.
 """
 
 from __future__ import annotations
@@ -30,11 +30,12 @@ DATA_DIR_ENV = "MINILLADA_DATA_DIR"
 class DatasetFile:
     name: str  # short name used by the library, e.g. "tinyshakespeare"
     url: str  # canonical source
-    sha256: str
-    num_bytes: int
+    sha256: str | None  # None when only the git blob id is known (see git_blob)
+    num_bytes: int | None
     cache_path: str  # where the download is cached, relative to data/
     local_names: tuple[str, ...]  # file names accepted inside $MINILLADA_DATA_DIR
     license: str
+    git_blob: str | None = None  # git's object id of the file: sha1 of b"blob <size>\0" + bytes
 
 
 DATASETS: dict[str, DatasetFile] = {
@@ -56,6 +57,19 @@ DATASETS: dict[str, DatasetFile] = {
         cache_path="gsm8k/test.jsonl",
         local_names=("gsm8k_test.jsonl", "gsm8k/test.jsonl", "test.jsonl"),
         license="MIT (openai/grade-school-math)",
+    ),
+    # Lesson 7's multiple choice. No copy could be fetched when the project was written, so the file
+    # is pinned by the git blob id it has in rowanz/hellaswag, which any clone shows
+    # (`git ls-tree HEAD data/`), instead of by a sha256 nobody here could compute.
+    "hellaswag_val": DatasetFile(
+        name="hellaswag_val",
+        url="https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl",
+        sha256=None,
+        num_bytes=None,
+        cache_path="hellaswag/hellaswag_val.jsonl",
+        local_names=("hellaswag_val.jsonl", "hellaswag/hellaswag_val.jsonl"),
+        license="MIT (rowanz/hellaswag)",
+        git_blob="0f5ee25d72216f12317d5d8a7b92deafa423d81e",
     ),
 }
 
@@ -106,8 +120,28 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def git_blob_of(path: Path) -> str:
+    """The id git gives the file's contents: sha1 of b"blob <size>\0" followed by the bytes."""
+    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def verify(path: Path, spec: DatasetFile) -> Path:
     """Raise DatasetError unless ``path`` holds exactly the expected bytes."""
+    if spec.sha256 is None:
+        found = git_blob_of(path)
+        if found != spec.git_blob:
+            raise DatasetError(
+                f"{path} does not match the expected {spec.name} file.\n"
+                f"  expected git blob id {spec.git_blob}\n"
+                f"  found    git blob id {found} ({path.stat().st_size:,} bytes)\n"
+                f"Delete it and let minillada download it again from {spec.url}, "
+                f"or put the original file there."
+            )
+        return path
     found = sha256_of(path)
     if found != spec.sha256:
         raise DatasetError(
