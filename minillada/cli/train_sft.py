@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -175,11 +176,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     (out / METRICS_FILE).write_text(json.dumps(record, indent=1) + "\n")
     if args.ship:
-        ship = Path(args.ship)
-        ship.mkdir(parents=True, exist_ok=True)
-        for f in out.iterdir():
-            (ship / f.name).write_bytes(f.read_bytes())
-        print(f"shipped to {ship}")
+        shutil.copytree(out, args.ship, dirs_exist_ok=True)
+        print(f"shipped to {args.ship}")
     return record
 
 

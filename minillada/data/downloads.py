@@ -112,42 +112,36 @@ class DatasetError(RuntimeError):
     """A corpus could not be found, fetched or verified."""
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
+def _digest(path: Path, digest):
+    """Feed the file to ``digest`` in 1 MiB chunks; return its hex digest."""
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def sha256_of(path: Path) -> str:
+    return _digest(path, hashlib.sha256())
 
 
 def git_blob_of(path: Path) -> str:
     """The id git gives the file's contents: sha1 of b"blob <size>\0" followed by the bytes."""
-    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return _digest(path, hashlib.sha1(f"blob {path.stat().st_size}\0".encode()))
 
 
 def verify(path: Path, spec: DatasetFile) -> Path:
-    """Raise DatasetError unless ``path`` holds exactly the expected bytes."""
+    """Raise DatasetError unless ``path`` holds exactly the expected bytes (by sha256, or by the
+    git blob id for a file pinned only by that)."""
     if spec.sha256 is None:
-        found = git_blob_of(path)
-        if found != spec.git_blob:
-            raise DatasetError(
-                f"{path} does not match the expected {spec.name} file.\n"
-                f"  expected git blob id {spec.git_blob}\n"
-                f"  found    git blob id {found} ({path.stat().st_size:,} bytes)\n"
-                f"Delete it and let minillada download it again from {spec.url}, "
-                f"or put the original file there."
-            )
-        return path
-    found = sha256_of(path)
-    if found != spec.sha256:
+        kind, expected, found, size = "git blob id", spec.git_blob, git_blob_of(path), ""
+    else:
+        kind, expected, found = "sha256", spec.sha256, sha256_of(path)
+        size = f" ({spec.num_bytes:,} bytes)"
+    if found != expected:
         raise DatasetError(
             f"{path} does not match the expected {spec.name} file.\n"
-            f"  expected sha256 {spec.sha256} ({spec.num_bytes:,} bytes)\n"
-            f"  found    sha256 {found} ({path.stat().st_size:,} bytes)\n"
+            f"  expected {kind} {expected}{size}\n"
+            f"  found    {kind} {found} ({path.stat().st_size:,} bytes)\n"
             f"Delete it and let minillada download it again from {spec.url}, "
             f"or put the original file there."
         )

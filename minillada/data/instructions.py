@@ -63,8 +63,14 @@ def _words(line: str) -> list[str]:
     return re.findall(r"[a-z']+", line.lower())
 
 
-def _short_lines(turns) -> list[str]:
-    return [line for _, lines in turns for line in lines if 10 <= len(line) <= MAX_LINE_CHARS]
+def _usable_lines(turns) -> list[str]:
+    """Lines of 10-60 characters with at least 3 words (counted both ways the tasks count)."""
+    return [
+        line
+        for _, lines in turns
+        for line in lines
+        if 10 <= len(line) <= MAX_LINE_CHARS and min(len(_words(line)), len(line.split())) >= 3
+    ]
 
 
 def _word_run(rng: random.Random, lines: list[str], n: int) -> list[str]:
@@ -125,8 +131,7 @@ def make_examples(text: str, n_per_task: int, seed: int) -> list[Example]:
     if n_per_task < 1:
         raise ValueError(f"n_per_task must be at least 1, got {n_per_task}.")
     turns = speeches(text)
-    lines, triples = _short_lines(turns), _exchanges(turns)
-    lines = [line for line in lines if min(len(_words(line)), len(line.split())) >= 3]
+    lines, triples = _usable_lines(turns), _exchanges(turns)
     if not lines or not triples:
         raise ValueError(
             f"The text holds {len(turns)} speeches, {len(lines)} usable lines and {len(triples)} "

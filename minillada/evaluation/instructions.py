@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from minillada.data.instructions import TASKS, Example, encode_example
 from minillada.estimate import wilson_interval
 from minillada.runtime import model_device, progress_disabled
-from minillada.sampling.generate import generate, var_generate
+from minillada.sampling.generate import generate, until_stop, var_generate
 
 SAMPLERS = ("fixed", "variable")
 
@@ -46,11 +46,6 @@ class Answer:
         return self.text == self.example.answer.strip()
 
 
-def _cut(ids: torch.Tensor, stop_ids: Sequence[int]) -> tuple[torch.Tensor, bool]:
-    hits = torch.isin(ids, torch.tensor(list(stop_ids), device=ids.device)).nonzero()
-    return (ids[: int(hits[0])], True) if len(hits) else (ids, False)
-
-
 @torch.no_grad()
 def answer_instruction(
     model,
@@ -64,7 +59,7 @@ def answer_instruction(
     "variable", see the module docstring)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
-    prompt_ids, _ = encode_example(tokenizer, example)
+    prompt_ids, reference_ids = encode_example(tokenizer, example)  # the reference ends with EoT
     prompt = torch.tensor([prompt_ids], device=model_device(model))  # (1, P)
     stop = tokenizer.stop_ids
     if sampler == "fixed":
@@ -76,10 +71,10 @@ def answer_instruction(
             stop_ids=stop,
         )  # fmt: skip
         generated, passes = result.generated, result.forward_passes
-    answer, stopped = _cut(generated.cpu(), stop)
+    answer = until_stop(generated.cpu(), stop)
+    stopped = len(answer) < len(generated)  # a stop id was found (and cut off)
     text = tokenizer.decode(answer, skip_special_tokens=True).strip()
-    reference = len(tokenizer.encode(example.answer))
-    return Answer(example, text, len(answer), reference, stopped, passes)
+    return Answer(example, text, len(answer), len(reference_ids) - 1, stopped, passes)
 
 
 @dataclass

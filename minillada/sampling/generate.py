@@ -536,9 +536,13 @@ class VariableLengthResult:
 
     def answer(self, stop_ids: list[int]) -> torch.Tensor:
         """The generated ids up to (not including) the first of ``stop_ids``."""
-        gen = self.generated
-        hits = torch.isin(gen, torch.tensor(stop_ids, device=gen.device)).nonzero()
-        return gen[: int(hits[0])] if len(hits) else gen
+        return until_stop(self.generated, stop_ids)
+
+
+def until_stop(ids: torch.Tensor, stop_ids: list[int]) -> torch.Tensor:
+    """(n,) ids -> the ids before the first of ``stop_ids`` (all of them if none occurs)."""
+    hits = torch.isin(ids, torch.tensor(list(stop_ids), device=ids.device)).nonzero()
+    return ids[: int(hits[0])] if len(hits) else ids
 
 
 @torch.no_grad()
