@@ -1,4 +1,4 @@
-"""iLLaDA-8B's shape beside LLaDA-8B's on one GPU: build time, forward latency, peak memory.
+"""iLLaDA-8B's shape beside LLaDA-8B's on one GPU: build time, forward latency, generation, scoring.
 
     python bench/gpu_illada.py --out bench/gpu_illada.json            # on a CUDA machine
     python bench/gpu_illada.py --out /tmp/illada_dry.json --dry-run   # tiny shapes, on the CPU
@@ -10,6 +10,13 @@ random bf16 weights materialised on the GPU, then one forward pass at batch 1 an
 and 4,096 tokens: median latency of 5 (after a warm-up) and the peak memory the pass allocated
 (torch.cuda.max_memory_allocated above the weights). Random weights make the timings those of the
 real models; the logits mean nothing.
+
+Then, at batch 1 after a 128-token prompt: 256 generated tokens with iLLaDA's variable-length rule
+(blocks of 32, 32 steps per block, no stop: random weights never write EOS) against LLaDA's fixed
+canvas (gen 256, blocks of 32, 256 steps), and the confidence score of a 20-token answer
+(20 forward passes). Each forward's achieved bf16 TFLOP/s (2 x parameters x tokens plus attention)
+and weight-reading bandwidth (bf16 weights / latency) are set against the device's datasheet
+peaks, so that "how far from the limits" is read off the JSON.
 """
 
 from __future__ import annotations
@@ -18,15 +25,20 @@ import argparse
 import json
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
+from minillada.diffusion.confidence import confidence_score
 from minillada.models.llada import LLaDAModel, preset
 from minillada.models.sizing import count_parameters, kv_bytes_per_token
 from minillada.runtime import environment_report
+from minillada.sampling.generate import generate, var_generate
 
-STAND_INS = {"rope_theta": 500_000.0, "rms_norm_eps": 1e-5}  # timing only; never a claim
+STAND_INS = {"rope_theta": 500_000.0, "rms_norm_eps": 1e-5, "mask_token_id": 5}  # timing only
+# dense bf16 TFLOP/s and HBM TB/s from NVIDIA's datasheets (SXM parts)
+PEAKS = {"H200": (989.0, 4.8), "H100": (989.0, 3.35), "A100": (312.0, 2.0), "L4": (121.0, 0.3)}
 
 
 def configs(dry_run: bool) -> dict:
@@ -34,7 +46,7 @@ def configs(dry_run: bool) -> dict:
                  embedding_size=512, max_sequence_length=256)  # fmt: skip
     if dry_run:
         return {
-            "llada_8b": preset("llada_8b", **small, n_kv_heads=8),
+            "llada_8b": preset("llada_8b", **small, n_kv_heads=8, mask_token_id=5),
             "illada_8b": preset("illada_8b", **small, n_kv_heads=2, **STAND_INS),
         }
     return {"llada_8b": preset("llada_8b"), "illada_8b": preset("illada_8b", **STAND_INS)}
@@ -82,7 +94,31 @@ def measure(name: str, config, device: torch.device, lengths: list[int]) -> dict
             "ms": round(1000 * statistics.median(times), 2),
             "peak_gib_above_weights": round(peak / 2**30, 2),
         }
+        flops = 2 * out["parameters"] * L + 4 * config.n_layers * L * L * config.d_model
+        seconds = statistics.median(times)
+        out["forward"][L]["tflops"] = round(flops / seconds / 1e12, 1)
+        out["forward"][L]["weight_tb_per_s"] = round(2 * out["parameters"] / seconds / 1e12, 2)
         print(f"{name} L={L}: {out['forward'][L]}", flush=True)
+    prompt = torch.randint(0, config.vocab_size, (1, 128), generator=g).to(device)
+    mask = config.mask_token_id
+    gen = 32 if device.type == "cpu" else 256
+    for label, run in [
+        ("variable_length", partial(var_generate, model, prompt, gen, 32, 32, mask, stop_ids=[])),
+        ("fixed_canvas", partial(generate, model, prompt, gen, 32, gen, mask)),
+        ("confidence_20", partial(confidence_score, model, prompt[0], prompt[0, :20], mask)),
+    ]:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        sync(device)
+        t0 = time.perf_counter()
+        run()
+        sync(device)
+        seconds = time.perf_counter() - t0
+        peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
+        out[label] = {"seconds": round(seconds, 3), "peak_gib": round(peak / 2**30, 2)}
+        if label != "confidence_20":
+            out[label]["tokens_per_s"] = round(gen / seconds, 1)
+        print(f"{name} {label}: {out[label]}", flush=True)
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -96,7 +132,14 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.dry_run else "cpu")
     lengths = [32, 64] if args.dry_run else [512, 1024, 4096]
-    results = {"device": environment_report()["cuda"], "stand_ins": STAND_INS, "models": {}}
+    device_name = environment_report()["cuda"]
+    peaks = next((v for k, v in PEAKS.items() if k in device_name), None)
+    results = {
+        "device": device_name,
+        "datasheet_peak_bf16_tflops_and_tb_per_s": peaks,
+        "stand_ins": STAND_INS,
+        "models": {},
+    }
     for name, config in configs(args.dry_run).items():
         results["models"][name] = measure(name, config, device, lengths)
         args.out.write_text(json.dumps(results, indent=1) + "\n")

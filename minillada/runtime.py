@@ -44,6 +44,17 @@ def relative_to_repo(path: str | os.PathLike) -> str:
         return p.name
 
 
+def portable_paths(text: str) -> str:
+    """``text`` (an error message, a report) with the repository's absolute path removed and
+    $MINILLADA_DATA_DIR's folders written as the variable, so that notebook outputs are the same
+    on every machine."""
+    for folder in filter(None, os.environ.get("MINILLADA_DATA_DIR", "").split(os.pathsep)):
+        text = text.replace(str(Path(folder).resolve()), "$MINILLADA_DATA_DIR").replace(
+            folder, "$MINILLADA_DATA_DIR"
+        )
+    return text.replace(str(REPO_ROOT) + os.sep, "").replace(str(REPO_ROOT), ".")
+
+
 def is_quick() -> bool:
     """True when MINILLADA_QUICK=1: lessons shrink their runs so the test suite stays fast."""
     return os.environ.get(QUICK_ENV, "0").strip().lower() in {"1", "true", "yes", "on"}

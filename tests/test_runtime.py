@@ -11,6 +11,7 @@ from minillada.runtime import (
     mask_id_of,
     model_device,
     pick,
+    portable_paths,
     progress_disabled,
     relative_to_repo,
     repo_path,
@@ -30,6 +31,12 @@ def test_quick_mode_and_pick(monkeypatch):
 def test_paths_print_relative_to_the_repository():
     assert relative_to_repo(repo_path("data", "README.md")) == "data/README.md"
     assert relative_to_repo("/somewhere/else/file.txt") == "file.txt"
+
+
+def test_messages_lose_machine_paths(monkeypatch, tmp_path):
+    monkeypatch.setenv("MINILLADA_DATA_DIR", str(tmp_path))
+    text = f"no {tmp_path}/x.jsonl; cache {repo_path('data', 'x.jsonl')} in {repo_path()}"
+    assert portable_paths(text) == "no $MINILLADA_DATA_DIR/x.jsonl; cache data/x.jsonl in ."
 
 
 def test_the_model_interface_of_both_models():

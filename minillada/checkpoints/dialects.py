@@ -152,9 +152,7 @@ def illada_from_hf_config(hf: dict[str, Any]) -> LLaDAConfig:
     for ours in ("mask_token_id", "eos_token_id", "pad_token_id"):
         known.setdefault(ours, None)  # unknown: never LLaDA's defaults (126336 is a word here)
     extra = {k: v for k, v in hf.items() if k not in ILLADA_CONFIG_FIELDS}
-    return LLaDAConfig(
-        **known, embedding_size=hf["vocab_size"], dialect="illada", hf_extra=extra
-    )
+    return LLaDAConfig(**known, embedding_size=hf["vocab_size"], dialect="illada", hf_extra=extra)
 
 
 def illada_to_hf_config(config: LLaDAConfig) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from minillada.data.chat import (
     EOT_TOKEN,
     MASK_TOKEN,
     START_HEADER_TOKEN,
+    THINK_END,
     ChatTemplateError,
     merge_system_into_user,
     render_jinja_chat,
@@ -339,6 +340,20 @@ class LLaDATokenizer:
     def stop_ids(self) -> list[int]:
         """Ids that end an answer: EOS, and LLaDA's end of turn where the files have one."""
         return [i for i in (self.special.eos, self.special.eot) if i is not None]
+
+    @property
+    def think_end_ids(self) -> list[int]:
+        """The id of ``</think>``, with which iLLaDA-8B-Instruct closes its reasoning (what the
+        end-of-thinking boost pushes and what answers are cut after); an error for a tokenizer
+        without that token, whose model does not think."""
+        found = self.tokenizer.token_to_id(THINK_END)
+        if found is None:
+            raise TokenizerFilesError(
+                f"This tokenizer has no {THINK_END!r} token: only iLLaDA-8B-Instruct thinks "
+                "before it answers. Turn the end-of-thinking boost off (think_end_boost=0) for "
+                "this model, or load iLLaDA-8B-Instruct's tokenizer files."
+            )
+        return [found]
 
     @property
     def eot_id(self) -> int:

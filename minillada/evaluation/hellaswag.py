@@ -50,6 +50,42 @@ def item_from_line(line: str) -> HellaSwagItem:
     )
 
 
+# Four items written by the course in hellaswag_val.jsonl's exact format (they are NOT HellaSwag):
+# what lesson 7 scores where the real file cannot be fetched, and what the tests read.
+FORMAT_EXAMPLES = (
+    ("Cooking", "A man puts a pot of water on the stove.", "He",
+     ["waits for the water to boil.", "paints the pot blue.", "throws the stove away.",
+      "sings to the fish."], 0),
+    ("Sports", "A girl runs toward the high bar.", "She",
+     ["eats a sandwich on the bar.", "jumps and clears the bar.", "reads the bar aloud.",
+      "folds the bar."], 1),
+    ("Gardening", "A woman kneels by a flower bed with a trowel.", "She",
+     ["drives the trowel to town.", "sells the flowers to the trowel.",
+      "digs a hole and plants a bulb.", "swims away."], 2),
+    ("Music", "A boy sits at the piano and opens the music.", "He",
+     ["cooks the music.", "mows the piano.", "ties the piano in a knot.",
+      "begins to play the first notes."], 3),
+)  # fmt: skip
+
+
+def format_line(index: int, activity: str, ctx_a: str, ctx_b: str, endings, label: int) -> str:
+    """One line in hellaswag_val.jsonl's format (its ten fields, as the real file has them)."""
+    return json.dumps(
+        {"ind": index, "activity_label": activity, "ctx_a": ctx_a, "ctx_b": ctx_b,
+         "ctx": f"{ctx_a} {ctx_b}", "split": "val", "split_type": "indomain",
+         "label": label, "endings": list(endings), "source_id": f"minillada-{index}"}
+    )  # fmt: skip
+
+
+def write_format_examples(path: str | Path) -> Path:
+    """Write ``FORMAT_EXAMPLES`` to ``path`` in the file's format and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [format_line(i, *example) for i, example in enumerate(FORMAT_EXAMPLES)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def load_hellaswag(path: str | Path | None = None, n: int | None = None) -> list[HellaSwagItem]:
     """The first ``n`` (all when None) validation items, from ``path`` or the verified download."""
     path = Path(path) if path is not None else dataset_path("hellaswag_val")

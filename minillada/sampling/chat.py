@@ -19,21 +19,11 @@ import torch
 
 from minillada.data.chat import answer_after_thinking
 from minillada.data.tokenizer import LLaDATokenizer
-from minillada.runtime import context_length, model_device
-from minillada.sampling.generate import generate, var_generate
+from minillada.runtime import context_length
+from minillada.sampling.answer import GenerationSettings, generate_answer
+from minillada.sampling.generate import until_stop
 
-
-@dataclass
-class ChatSettings:
-    """How each answer is generated."""
-
-    gen_length: int = 128  # the canvas (fixed) or the budget (variable length)
-    block_length: int = 32
-    steps: int = 128  # in all for the fixed canvas; per block with variable_length
-    temperature: float = 0.0
-    variable_length: bool = False  # iLLaDA's block-after-block generation, stopping at EOS
-    think_end_boost: float = 0.0  # iLLaDA-8B-Instruct's end-of-thinking boost (100 in the paper)
-    think_end_power: float = 3.0
+ChatSettings = GenerationSettings  # lesson 6's name for the same settings
 
 
 @dataclass
@@ -50,7 +40,7 @@ class Chat:
 
     model: Callable
     tokenizer: LLaDATokenizer
-    settings: ChatSettings = field(default_factory=ChatSettings)
+    settings: GenerationSettings = field(default_factory=GenerationSettings)
     generator: torch.Generator | None = None
     ids: torch.Tensor | None = None  # (1, n) the conversation so far, EOS removed
     turns: list[Turn] = field(default_factory=list)
@@ -75,38 +65,18 @@ class Chat:
                 f"The conversation has {prompt.shape[1]} tokens and the model's context is "
                 f"{context}: no room for an answer. Start a new Chat."
             )
-        prompt = prompt.to(model_device(self.model))
-        if s.variable_length:
-            result = var_generate(
-                self.model,
-                prompt,
-                s.gen_length,
-                s.block_length,
-                s.steps,
-                tok.mask_id,
-                stop_ids=tok.stop_ids,
-                temperature=s.temperature,
-                think_end_ids=tok.encode("</think>") if s.think_end_boost > 0 else None,
-                think_end_boost=s.think_end_boost,
-                think_end_power=s.think_end_power,
-                generator=self.generator,
-            )
-            answer_ids, passes = result.answer([tok.eos_id]), result.forward_passes
-        else:
-            out = generate(
-                self.model,
-                prompt,
-                s.gen_length,
-                s.block_length,
-                s.steps,
-                tok.mask_id,
-                temperature=s.temperature,
-                generator=self.generator,
-            )
-            answer_ids, passes = out[0, prompt.shape[1] :].cpu(), s.steps
+        out = generate_answer(self.model, tok, prompt, s, generator=self.generator)
+        if s.variable_length:  # the blocks up to the first EOS
+            answer_ids = until_stop(out.generated, [tok.eos_id])
+        else:  # the whole canvas, as the official chat.py
+            answer_ids = out.generated
         answer_ids = answer_ids[answer_ids != tok.eos_id]  # the EOS padding never stays
+        passes = out.forward_passes
         self.ids = torch.cat([prompt.cpu(), answer_ids[None]], dim=1)
         reply = tok.decode(answer_ids, skip_special_tokens=True).strip()
-        turn = Turn(text, reply, answer_after_thinking(reply), passes)
+        # </think> may be a special token: find it in the text with special tokens kept
+        thought = answer_after_thinking(tok.decode(answer_ids))
+        answer = tok.decode(tok.encode(thought), skip_special_tokens=True).strip()
+        turn = Turn(text, reply, answer, passes)
         self.turns.append(turn)
         return turn

@@ -37,3 +37,9 @@ def setup_distributed() -> torch.device:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if cuda else "gloo")
     return device
+
+
+def teardown_distributed() -> None:
+    """Leave the process group (if this process joined one), so that torchrun exits cleanly."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -8,7 +8,12 @@ import pytest
 
 from minillada.data import downloads
 from minillada.data.downloads import DatasetError, DatasetFile, git_blob_of, verify
-from minillada.evaluation.hellaswag import load_hellaswag, preprocess
+from minillada.evaluation.hellaswag import (
+    FORMAT_EXAMPLES,
+    load_hellaswag,
+    preprocess,
+    write_format_examples,
+)
 
 LINES = [  # the field layout of rowanz/hellaswag data/hellaswag_val.jsonl
     {"ind": 24, "activity_label": "Roof shingle removal", "ctx_a": "A man is sitting on a roof.",
@@ -56,3 +61,12 @@ def test_the_file_is_pinned_by_its_git_blob_id(tmp_path, monkeypatch):
     monkeypatch.setenv(downloads.DATA_DIR_ENV, str(tmp_path))
     with pytest.raises(DatasetError, match="does not match the expected hellaswag_val"):
         load_hellaswag()  # a local copy with other bytes is refused, never silently used
+
+
+def test_the_format_examples_are_read_back_as_written(tmp_path):
+    items = load_hellaswag(write_format_examples(tmp_path / "own.jsonl"))
+    assert len(items) == len(FORMAT_EXAMPLES) == 4
+    for item, (activity, ctx_a, ctx_b, endings, label) in zip(items, FORMAT_EXAMPLES, strict=True):
+        assert item.context == f"{activity}: {ctx_a} {ctx_b}" and item.options == endings
+        assert item.label == label
+    assert [i.label for i in items] == [0, 1, 2, 3]  # every position of the right ending once

@@ -1,0 +1,491 @@
+"""The released models: where their snapshots are, whether a folder holds one, whether the GPU can
+take it, and loading it in bf16 straight from its shards (lesson 7).
+
+Four snapshots are published on the Hugging Face hub: ``GSAI-ML/iLLaDA-8B-Instruct`` and
+``-Base`` (Llama-style layout, 7.6B parameters) and ``GSAI-ML/LLaDA-8B-Instruct`` and ``-Base``
+(OLMo-style layout, 8.0B). Getting one is one command (``python -m minillada.cli.download_weights
+iLLaDA-8B-Instruct``, which needs the optional ``huggingface_hub`` extra); it lands in
+``$MINILLADA_WEIGHTS_DIR/<name>`` (default ``data/weights/<name>``), where ``released_folder``
+finds it.
+
+``inspect_snapshot`` checks a folder before anything heavy happens: the files, their sizes
+against the index, the config (its dialect, and its numbers against the published architecture),
+the tokenizer (the mask id, ``</think>`` for an Instruct model, the chat template), and whether it
+is one of the project's stand-ins (``minillada.checkpoints.standins``). ``check_device`` says
+whether the weights and a forward at full context fit the GPU, and ``load_released`` loads and
+reports the time and the peak memory it took.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from minillada.checkpoints.dialects import DIALECTS
+from minillada.checkpoints.hf import (
+    CONFIG_NAME,
+    INDEX_NAME,
+    SINGLE_NAME,
+    HFCheckpointError,
+    load_hf_checkpoint,
+    read_hf_config,
+)
+from minillada.checkpoints.standins import STAND_IN_FIELD, VARIANT_FIELD, write_standin
+from minillada.data.chat import THINK_END
+from minillada.data.tokenizer import (
+    CONFIG_FILE,
+    TOKENIZER_FILE,
+    LLaDATokenizer,
+    TokenizerFilesError,
+)
+from minillada.models.llada import LLaDAConfig, LLaDAModel, preset
+from minillada.models.sizing import activation_memory, count_parameters
+from minillada.runtime import portable_paths, repo_path
+
+WEIGHTS_ENV = "MINILLADA_WEIGHTS_DIR"
+
+
+@dataclass(frozen=True)
+class ReleasedModel:
+    name: str  # the snapshot's name on the hub, e.g. "iLLaDA-8B-Instruct"
+    repo_id: str  # "GSAI-ML/iLLaDA-8B-Instruct"
+    dialect: str  # snapshot layout: "illada" (Llama-style) or "llada" (OLMo-style)
+    instruct: bool  # chat-tuned (has a chat template; iLLaDA's thinks before answering)
+    preset: str  # the minillada preset with its published architecture
+
+    @property
+    def family(self) -> str:
+        return "iLLaDA" if self.dialect == "illada" else "LLaDA"
+
+    @property
+    def download_command(self) -> str:
+        return f"python -m minillada.cli.download_weights {self.name}"
+
+
+RELEASED: dict[str, ReleasedModel] = {
+    f"{family}-8B-{variant}": ReleasedModel(
+        f"{family}-8B-{variant}",
+        f"GSAI-ML/{family}-8B-{variant}",
+        family.lower(),
+        variant == "Instruct",
+        f"{family.lower()}_8b",
+    )
+    for family in ("iLLaDA", "LLaDA")
+    for variant in ("Instruct", "Base")
+}
+
+
+def released(name: str) -> ReleasedModel:
+    if name not in RELEASED:
+        raise KeyError(f"Unknown released model {name!r}; choose one of {sorted(RELEASED)}.")
+    return RELEASED[name]
+
+
+def weights_dir() -> Path:
+    """Where downloaded snapshots live: $MINILLADA_WEIGHTS_DIR, else data/weights/."""
+    env = os.environ.get(WEIGHTS_ENV)
+    return Path(env).expanduser() if env else repo_path("data", "weights")
+
+
+def released_folder(name: str, folder: str | Path | None = None) -> Path:
+    """The snapshot folder of the released model ``name``: ``folder`` when given, else
+    ``weights_dir() / name``. (Whether it holds the weights is ``inspect_snapshot``'s question.)"""
+    released(name)
+    return Path(folder).expanduser() if folder is not None else weights_dir() / name
+
+
+class SnapshotError(RuntimeError):
+    """A snapshot folder that cannot be used as the model it is said to be."""
+
+
+@dataclass
+class SnapshotReport:
+    """What ``inspect_snapshot`` found in a folder; ``problems`` empty means it can be loaded."""
+
+    folder: Path
+    expected: ReleasedModel | None
+    files: dict[str, int] = field(default_factory=dict)  # name -> bytes
+    problems: list[str] = field(default_factory=list)  # each says what is wrong and what to do
+    dialect: str | None = None
+    config: LLaDAConfig | None = None
+    stand_in: str | None = None  # what a stand-in really is; None for real weights
+    instruct: bool | None = None
+    mask_id: int | None = None
+    think_end_id: int | None = None
+    has_chat_template: bool = False
+    weight_bytes: int = 0  # the shards on disk
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def name(self) -> str:
+        """How every output names the model: the real name, or a stand-in labelled as one."""
+        base = self.expected.name if self.expected else self.folder.name
+        return f"stand-in for {base}" if self.stand_in else base
+
+    def lines(self) -> list[str]:
+        out = [f"snapshot     {self.folder}"]
+        if self.stand_in:
+            out.append(f"STAND-IN     {self.stand_in}")
+        if self.config is not None:
+            n = count_parameters(self.config).total
+            out.append(
+                f"config       {self.dialect} layout, {self.config.n_layers} layers, width "
+                f"{self.config.d_model}, {self.config.n_heads} query / {self.config.kv_heads} "
+                f"key-value heads, vocab {self.config.vocab_size:,}, context "
+                f"{self.config.max_sequence_length:,}, tied head {self.config.weight_tying}, "
+                f"{n:,} parameters"
+            )
+        shards = [f for f in self.files if f.endswith(".safetensors")]
+        out.append(f"weights      {len(shards)} file(s), {self.weight_bytes / 1e9:.3f} GB on disk")
+        if self.mask_id is not None:
+            think = "" if self.think_end_id is None else f", {THINK_END} id {self.think_end_id}"
+            chat = "a chat template" if self.has_chat_template else "no chat template"
+            out.append(f"tokenizer    mask id {self.mask_id}{think}, {chat}")
+        out += [f"PROBLEM      {p}" for p in self.problems]
+        out.append("ready        yes" if self.ok else "ready        no")
+        return out
+
+    def __str__(self) -> str:
+        return portable_paths("\n".join(self.lines()))
+
+    def raise_for_problems(self) -> None:
+        if self.problems:
+            raise SnapshotError(
+                f"The snapshot {self.folder} cannot be used:\n- " + "\n- ".join(self.problems)
+            )
+
+
+def _listed_shards(folder: Path) -> tuple[list[str], int | None]:
+    if (folder / INDEX_NAME).is_file():
+        index = json.loads((folder / INDEX_NAME).read_text())
+        total = index.get("metadata", {}).get("total_size")
+        return sorted(set(index["weight_map"].values())), total
+    return [SINGLE_NAME], None
+
+
+def inspect_snapshot(
+    folder: str | Path, expected: str | ReleasedModel | None = None
+) -> SnapshotReport:
+    """Check a snapshot folder from its small files and file sizes alone (nothing is loaded).
+
+    ``expected``: the released model the folder should hold; its dialect and (for real weights)
+    its published architecture are checked. Every problem found is listed with what to do; the
+    loader checks every tensor's name, shape and dtype again from the shard headers."""
+    folder = Path(folder)
+    if isinstance(expected, str):
+        expected = released(expected)
+    report = SnapshotReport(folder, expected)
+    get = f"download it with `{expected.download_command}`" if expected else "download it again"
+    if not folder.is_dir():
+        report.problems.append(
+            f"{folder} does not exist: {get}, or point ${WEIGHTS_ENV} (or the folder argument) "
+            "at the folder that holds it."
+        )
+        return report
+    report.files = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
+    missing = [f for f in (CONFIG_NAME, TOKENIZER_FILE, CONFIG_FILE) if f not in report.files]
+    if INDEX_NAME not in report.files and SINGLE_NAME not in report.files:
+        missing.append(f"{INDEX_NAME} (or {SINGLE_NAME})")
+    if missing:
+        report.problems.append(f"missing {', '.join(missing)} in {folder}: {get}.")
+    if CONFIG_NAME in report.files:
+        _inspect_config(folder, report)
+    if INDEX_NAME in report.files or SINGLE_NAME in report.files:
+        _inspect_shards(folder, report, get)
+    if TOKENIZER_FILE in report.files and CONFIG_FILE in report.files:
+        _inspect_tokenizer(folder, report)
+    return report
+
+
+# what the published architecture leaves to the snapshot's files (iLLaDA publishes none of them)
+_FROM_FILES = ("rope_theta", "rms_norm_eps", "mask_token_id", "eos_token_id", "pad_token_id")
+
+
+def _inspect_config(folder: Path, report: SnapshotReport) -> None:
+    raw = json.loads((folder / CONFIG_NAME).read_text())
+    report.stand_in = raw.get(STAND_IN_FIELD)
+    try:
+        report.config = read_hf_config(folder)
+    except (HFCheckpointError, ValueError) as err:
+        report.problems.append(f"{folder / CONFIG_NAME}: {err}")
+        return
+    report.dialect = report.config.dialect
+    expected = report.expected
+    if raw.get(VARIANT_FIELD) is not None:
+        report.instruct = raw[VARIANT_FIELD] == "instruct"
+    elif expected is not None:
+        report.instruct = expected.instruct
+    if expected is None:
+        return
+    if report.instruct is not None and report.instruct != expected.instruct:
+        variant = "an Instruct" if report.instruct else "a Base"
+        report.problems.append(
+            f"{folder / CONFIG_NAME} says the folder holds {variant} model, but {expected.name} is "
+            "expected: use the folder of the other variant."
+        )
+    if report.dialect != expected.dialect:
+        other = DIALECTS[report.dialect].name
+        report.problems.append(
+            f"{folder / CONFIG_NAME} is in the {other} layout, but {expected.name} is published "
+            f"in the {expected.dialect} layout: the folder holds another model."
+        )
+    elif report.stand_in is None:
+        published = preset(expected.preset)
+        diff = [d for d in report.config.differences(published) if not d.startswith(_FROM_FILES)]
+        if diff:
+            report.problems.append(
+                f"{folder / CONFIG_NAME} does not describe {expected.name}'s published "
+                f"architecture: {'; '.join(diff)} (file vs published)."
+            )
+
+
+def _inspect_shards(folder: Path, report: SnapshotReport, get: str) -> None:
+    try:
+        shards, total = _listed_shards(folder)
+    except (json.JSONDecodeError, KeyError) as err:
+        report.problems.append(f"{folder / INDEX_NAME} is not a readable index ({err}): {get}.")
+        return
+    absent = [s for s in shards if s not in report.files]
+    if absent:
+        report.problems.append(
+            f"missing shard(s) {', '.join(absent)} (listed in {INDEX_NAME}): the download is "
+            f"incomplete; {get} (it resumes)."
+        )
+    present = [s for s in shards if s in report.files]
+    report.weight_bytes = sum(report.files[s] for s in present)
+    if total is not None and not absent and report.weight_bytes < total:
+        report.problems.append(
+            f"the shards hold {report.weight_bytes:,} bytes but {INDEX_NAME} says the tensors "
+            f"alone take {total:,}: a shard is truncated; {get}."
+        )
+
+
+def _inspect_tokenizer(folder: Path, report: SnapshotReport) -> None:
+    try:
+        tokenizer = LLaDATokenizer.from_folder(folder)
+    except TokenizerFilesError as err:
+        report.problems.append(f"tokenizer: {err}")
+        return
+    report.mask_id = tokenizer.mask_id
+    report.has_chat_template = tokenizer.chat_template is not None
+    report.think_end_id = tokenizer.tokenizer.token_to_id(THINK_END)
+    if report.config is not None:
+        ours = report.config.mask_token_id
+        if ours is not None and ours != tokenizer.mask_id:
+            report.problems.append(
+                f"config.json's mask id {ours} is not the tokenizer's {tokenizer.mask_id}."
+            )
+        if tokenizer.vocab_size > report.config.vocab_rows:
+            report.problems.append(
+                f"the tokenizer has {tokenizer.vocab_size:,} tokens but the model only "
+                f"{report.config.vocab_rows:,} embedding rows: they come from different models."
+            )
+    if report.instruct and not report.has_chat_template:
+        report.problems.append(
+            f"an Instruct model's tokenizer needs a chat template, and {folder / CONFIG_FILE} "
+            "has none: these are a Base model's tokenizer files."
+        )
+    if report.instruct and report.dialect == "illada" and report.think_end_id is None:
+        report.problems.append(
+            f"iLLaDA-8B-Instruct thinks before it answers and closes that with {THINK_END!r}, "
+            f"but this tokenizer has no {THINK_END!r} token: the end-of-thinking boost and the "
+            "answer extraction need it. These are not iLLaDA-8B-Instruct's tokenizer files."
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# The device
+# --------------------------------------------------------------------------------------------------
+
+
+class DeviceError(RuntimeError):
+    """The device cannot hold the model (or cannot compute in the dtype asked for)."""
+
+
+@dataclass(frozen=True)
+class DeviceReport:
+    device: torch.device
+    name: str
+    total_bytes: int | None  # None: the CPU (host memory is not checked)
+    free_bytes: int | None
+    bf16: bool
+    needed_bytes: int  # weights + one forward at full context, batch 1
+
+    def __str__(self) -> str:
+        need = f"needs {self.needed_bytes / 2**30:.1f} GiB"
+        if self.total_bytes is None:
+            return f"device       {self.name}: no GPU; the model {need} of host memory"
+        return (
+            f"device       {self.name}: {self.free_bytes / 2**30:.1f} of "
+            f"{self.total_bytes / 2**30:.1f} GiB free, bf16 {'yes' if self.bf16 else 'no'}; "
+            f"the model {need}"
+        )
+
+
+def memory_needed(
+    config: LLaDAConfig, dtype: torch.dtype = torch.bfloat16, seq_len: int | None = None
+) -> int:
+    """Bytes for the weights in ``dtype`` plus one batch-1 forward at ``seq_len`` (default: the
+    whole context), by ``minillada.models.sizing``'s count."""
+    size = torch.empty((), dtype=dtype).element_size()
+    weights = count_parameters(config).total * size
+    L = seq_len or config.max_sequence_length
+    return weights + activation_memory(config, 1, L, bytes_per_value=size)["peak"]
+
+
+def check_device(
+    config: LLaDAConfig,
+    device: torch.device | str,
+    dtype: torch.dtype = torch.bfloat16,
+    seq_len: int | None = None,
+) -> DeviceReport:
+    """Whether ``device`` can hold a model of ``config`` in ``dtype`` and run a forward at
+    ``seq_len``; raises DeviceError with the numbers when it cannot."""
+    device = torch.device(device)
+    needed = memory_needed(config, dtype, seq_len)
+    if device.type != "cuda":
+        return DeviceReport(device, "CPU", None, None, True, needed)
+    free, total = torch.cuda.mem_get_info(device)
+    name = torch.cuda.get_device_name(device)
+    # native bf16 arithmetic needs compute capability 8.0 (Ampere); torch's is_bf16_supported()
+    # also counts the slow emulation on older GPUs, which is not what an 8B model needs
+    bf16 = torch.cuda.get_device_capability(device) >= (8, 0)
+    report = DeviceReport(device, name, total, free, bf16, needed)
+    if dtype == torch.bfloat16 and not bf16:
+        raise DeviceError(
+            f"{name} cannot compute in bfloat16 (it needs compute capability 8.0 or newer, "
+            "e.g. an A100, L4, RTX 30xx/40xx or H100). Use torch.float16 at your own risk of "
+            "overflow, or another GPU."
+        )
+    if free < needed:
+        raise DeviceError(
+            f"{name} has {free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB, but the model "
+            f"needs about {needed / 2**30:.1f} GiB ({count_parameters(config).total / 1e9:.2f}B "
+            f"parameters in {dtype} plus one forward at {seq_len or config.max_sequence_length} "
+            "tokens). Free the GPU (other processes, other models in this kernel), or use a GPU "
+            "with more memory."
+        )
+    return report
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadedModel:
+    """A released model (or its stand-in) ready to sample and evaluate."""
+
+    model: LLaDAModel
+    tokenizer: LLaDATokenizer
+    report: SnapshotReport
+    seconds: float  # to read the shards onto the device
+    peak_bytes: int  # GPU: peak allocated while loading; CPU: the process's peak resident memory
+
+    @property
+    def name(self) -> str:
+        return self.report.name
+
+    @property
+    def instruct(self) -> bool:
+        return bool(self.report.instruct)
+
+    @property
+    def think_end_ids(self) -> list[int]:
+        """The ids of ``</think>`` (iLLaDA-8B-Instruct's end of reasoning); an error for a model
+        that does not think."""
+        return self.tokenizer.think_end_ids
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
+        """The ids of ``messages`` rendered with the snapshot's own chat template; refused for a
+        Base model, which was never trained on chats."""
+        if not self.instruct:
+            raise SnapshotError(
+                f"{self.name} is a Base model: it continues plain text and was never trained on "
+                "the chat template (the paper evaluates it few-shot on plain text). Give it a "
+                "text prompt, or load the Instruct snapshot to chat."
+            )
+        return self.tokenizer.apply_chat_template(messages, tokenize=True)
+
+    def summary(self) -> str:
+        mem = "peak GPU memory" if self.model_device.type == "cuda" else "process peak memory"
+        return (
+            f"loaded       {self.name} on {self.model_device} in {self.seconds:.2f} s "
+            f"({next(self.model.parameters()).dtype}); {mem} {self.peak_bytes / 2**30:.2f} GiB"
+        )
+
+    @property
+    def model_device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def _host_peak_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
+
+
+def load_released(
+    folder: str | Path,
+    expected: str | ReleasedModel | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.bfloat16,
+) -> LoadedModel:
+    """Inspect, check the device, and load a snapshot folder (real or stand-in) in ``dtype``
+    straight from its shards onto ``device``; every problem is raised before any weight is read."""
+    report = inspect_snapshot(folder, expected)
+    report.raise_for_problems()
+    device = torch.device(device)
+    check_device(report.config, device, dtype)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    model = load_hf_checkpoint(report.folder, device=device, dtype=dtype)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _host_peak_bytes()
+    tokenizer = LLaDATokenizer.from_folder(report.folder)
+    return LoadedModel(model, tokenizer, report, seconds, peak)
+
+
+def open_released(
+    name: str,
+    device: torch.device | str,
+    standin_dir: str | Path,
+    folder: str | Path | None = None,
+    dtype: torch.dtype = torch.bfloat16,
+) -> LoadedModel:
+    """The released model ``name`` when its snapshot is ready and ``device`` is a GPU, else its
+    stand-in (written into ``standin_dir / name``), with one printed line saying which and why.
+    Lesson 7 opens every model this way, so that the same cells run with and without weights."""
+    device = torch.device(device)
+    report = inspect_snapshot(released_folder(name, folder), name)
+    if report.ok and report.stand_in is None and device.type == "cuda":
+        loaded = load_released(report.folder, name, device, dtype)
+        print(loaded.summary())
+        return loaded
+    if not report.ok:
+        why = report.problems[0].rstrip(".")
+    elif device.type != "cuda":
+        why = f"the weights are at {report.folder}, but there is no GPU (an 8B model needs one)"
+    else:
+        why = f"{report.folder} holds a stand-in"
+    standin = Path(standin_dir) / name
+    write_standin(name, standin)
+    # on a CPU the stand-in computes in float32: bf16 kernels differ from CPU to CPU, float32's
+    # agree closely, so the lesson's outputs are the same on every laptop
+    loaded = load_released(standin, name, device, dtype if device.type == "cuda" else torch.float32)
+    print(portable_paths(f"{name}: {why}.\n  -> using its STAND-IN ({loaded.report.stand_in})."))
+    return loaded
