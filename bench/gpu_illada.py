@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from minillada.diffusion.confidence import confidence_score
+from minillada.models.kv_cache import KVCache
 from minillada.models.llada import LLaDAModel, preset
 from minillada.models.sizing import count_parameters, kv_bytes_per_token
 from minillada.runtime import environment_report
@@ -119,9 +120,59 @@ def measure(name: str, config, device: torch.device, lengths: list[int]) -> dict
         if label != "confidence_20":
             out[label]["tokens_per_s"] = round(gen / seconds, 1)
         print(f"{name} {label}: {out[label]}", flush=True)
+    out["cache"] = cached_steps(model, prompt, gen, device)
+    print(f"{name} cache: {out['cache']}", flush=True)
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()
+    return out
+
+
+def timed(fn, device: torch.device, repeats: int = 5) -> float:
+    """Median seconds of ``fn()`` after a warm-up."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+@torch.no_grad()
+def cached_steps(model, prompt: torch.Tensor, gen: int, device: torch.device) -> dict:
+    """Lesson 8: milliseconds of one sampler step on a canvas of prompt + ``gen`` masks with full
+    recomputation, a prefix-cache window (the current block, at the middle of the canvas, to the
+    end) and a dual-cache window (the block alone), the cache's bytes, and the tokens/s these imply
+    at the forward passes per token lesson 8 measured on the CPU (bench/fast_sampling.json)."""
+    P, block = prompt.shape[1], 32
+    canvas = torch.cat([prompt, torch.full((1, gen), model.config.mask_token_id, device=device)], 1)
+    cache = KVCache()
+    model(canvas, cache=cache.record())
+    start = P + (gen // block // 2) * block
+    full = timed(lambda: model(canvas), device)
+    prefix = timed(lambda: model(canvas[:, start:], cache=cache, start=start), device)
+    dual = timed(lambda: model(canvas[:, start : start + block], cache=cache, start=start), device)
+    out = {
+        "canvas": canvas.shape[1],
+        "full_ms": round(1000 * full, 2),
+        "prefix_window_ms": round(1000 * prefix, 2),
+        "dual_window_ms": round(1000 * dual, 2),
+        "cache_mib": round(cache.nbytes / 2**20, 1),
+    }
+    recorded = Path(__file__).with_name("fast_sampling.json")
+    if recorded.is_file():
+        runs = json.loads(recorded.read_text())["runs"]
+        fast = next(r for r in runs if r["sampler"] == "fixed" and r["threshold"] == 0.9
+                    and r["cache"] == "dual")  # fmt: skip
+        passes = fast["mean_forward_passes"] / 32 * gen  # passes per token, at this canvas
+        blocks = gen // block
+        seconds = blocks * full + max(0.0, passes - blocks) * dual  # one refresh per block
+        out["implied_fast_passes"] = round(passes, 1)
+        out["implied_fast_tokens_per_s"] = round(gen / seconds, 1)
+        out["exact_tokens_per_s_at_full_ms"] = round(gen / (gen * full), 1)
     return out
 
 

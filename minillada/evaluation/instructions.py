@@ -16,6 +16,7 @@ Shapes: P = prompt tokens, G = gen_length.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 from minillada.data.instructions import TASKS, Example, encode_example
 from minillada.estimate import wilson_interval
 from minillada.runtime import model_device, progress_disabled
-from minillada.sampling.generate import generate, until_stop, var_generate
+from minillada.sampling.generate import CountedModel, generate, until_stop, var_generate
 
 SAMPLERS = ("fixed", "variable")
 
@@ -40,6 +41,7 @@ class Answer:
     reference_tokens: int  # tokens of the reference answer (its end of turn not counted)
     stopped: bool  # a stop id appeared within the budget
     forward_passes: int
+    seconds: float = 0.0  # wall time of the generation
 
     @property
     def correct(self) -> bool:
@@ -54,27 +56,37 @@ def answer_instruction(
     sampler: str = "variable",
     gen_length: int = 32,
     block_length: int = 8,
+    threshold: float | None = None,
+    cache: str | None = None,
 ) -> Answer:
     """Generate the answer to ``example`` at temperature 0 with ``sampler`` ("fixed" or
-    "variable", see the module docstring)."""
+    "variable", see the module docstring); one token per step, or with ``threshold`` every token
+    whose confidence reaches it, with an optional approximate ``cache`` (lesson 8)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
     prompt_ids, reference_ids = encode_example(tokenizer, example)  # the reference ends with EoT
     prompt = torch.tensor([prompt_ids], device=model_device(model))  # (1, P)
     stop = tokenizer.stop_ids
+    counted = CountedModel(model)
+    fast = dict(threshold=threshold, cache=cache)
+    start = time.perf_counter()
     if sampler == "fixed":
-        out = generate(model, prompt, gen_length, block_length, gen_length, tokenizer.mask_id)
-        generated, passes = out[0, prompt.shape[1] :], gen_length  # (G,)
+        steps = None if threshold is not None else gen_length
+        out = generate(counted, prompt, gen_length, block_length, steps, tokenizer.mask_id, **fast)
+        generated = out[0, prompt.shape[1] :]  # (G,)
     else:
+        steps = None if threshold is not None else block_length
         result = var_generate(
-            model, prompt, gen_length, block_length, block_length, tokenizer.mask_id,
-            stop_ids=stop,
+            counted, prompt, gen_length, block_length, steps, tokenizer.mask_id, stop_ids=stop,
+            **fast,
         )  # fmt: skip
-        generated, passes = result.generated, result.forward_passes
+        generated = result.generated
+    seconds = time.perf_counter() - start
+    passes = counted.calls
     answer = until_stop(generated.cpu(), stop)
     stopped = len(answer) < len(generated)  # a stop id was found (and cut off)
     text = tokenizer.decode(answer, skip_special_tokens=True).strip()
-    return Answer(example, text, len(answer), len(reference_ids) - 1, stopped, passes)
+    return Answer(example, text, len(answer), len(reference_ids) - 1, stopped, passes, seconds)
 
 
 @dataclass
@@ -108,6 +120,10 @@ class TaskScore:
     def mean_forward_passes(self) -> float:
         return sum(a.forward_passes for a in self.answers) / self.n
 
+    @property
+    def seconds(self) -> float:
+        return sum(a.seconds for a in self.answers)
+
     def record(self, lengths: bool = False) -> dict:
         """The score as JSON-ready numbers; ``lengths`` adds every answer's and reference's token
         count (for a figure of generated against reference length)."""
@@ -140,12 +156,16 @@ def evaluate_instructions(
     gen_length: int = 32,
     block_length: int = 8,
     progress: bool = True,
+    threshold: float | None = None,
+    cache: str | None = None,
 ) -> dict[str, TaskScore]:
     """Answer every example (``answer_instruction``) and score each task, plus "all"."""
     scores = {task: TaskScore(task) for task in (*TASKS, "all")}
     bar = tqdm(examples, desc=sampler, leave=False, disable=not progress or progress_disabled())
     for example in bar:
-        a = answer_instruction(model, tokenizer, example, sampler, gen_length, block_length)
+        a = answer_instruction(
+            model, tokenizer, example, sampler, gen_length, block_length, threshold, cache
+        )
         scores[example.task].answers.append(a)
         scores["all"].answers.append(a)
     return {task: s for task, s in scores.items() if s.answers}

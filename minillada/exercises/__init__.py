@@ -153,3 +153,38 @@ def check(
             ) from None
     print(f"{exercise} passed: {len(cases)} cases agree with {reference_name}.")
     return CheckResult(True)
+
+
+def run_experiment(exercise: str, fn: Callable, keys: list) -> dict | None:
+    """Call an experiment's ``fn(keys)``, which returns {key: measurement}: None (and a "not
+    attempted" line) while the stub still raises NotImplementedError, ExerciseFailed for an error
+    or a dict with other keys, else the dict."""
+    try:
+        got = fn(list(keys))
+    except NotImplementedError:
+        print(f"{exercise} not attempted yet; the lesson continues.")
+        return None
+    except Exception as err:
+        raise ExerciseFailed(
+            f"{exercise}: your function raised {type(err).__name__}: {err}"
+        ) from err
+    if not isinstance(got, dict) or sorted(got) != sorted(keys):
+        raise ExerciseFailed(f"{exercise}: expected a dict with the keys {list(keys)}, got {got!r}")
+    return got
+
+
+def accuracy_and_passes(
+    exercise: str, key: str, got, correct: int, n: int, passes: float, how: str
+):
+    """Compare a learner's (accuracy, mean forward passes) with the measured ones."""
+    try:
+        acc, p = (float(v) for v in got)
+    except (TypeError, ValueError):
+        raise ExerciseFailed(
+            f"{exercise}: {key}: expected (accuracy, passes), got {got!r}"
+        ) from None
+    if abs(acc - correct / n) > 1e-9 or abs(p - passes) > 1e-9:
+        raise ExerciseFailed(
+            f"{exercise}: {key}: expected accuracy {correct / n:.4f} and {passes:.2f} forward "
+            f"passes per answer on the {n} items, got {acc:.4f} and {p:.2f}. {how}"
+        )

@@ -8,7 +8,15 @@ import torch
 
 from minillada.estimate import wilson_interval
 from minillada.evaluation.instructions import evaluate_instructions
-from minillada.exercises import Case, CheckResult, ExerciseFailed, assert_same, check
+from minillada.exercises import (
+    Case,
+    CheckResult,
+    ExerciseFailed,
+    accuracy_and_passes,
+    assert_same,
+    check,
+    run_experiment,
+)
 from minillada.models.llada import LLaDAModel, preset
 from minillada.sampling.generate import var_generate
 from minillada.training.sft import llada_sft_loss_from_noise, pack_examples
@@ -151,34 +159,18 @@ def check_block_experiment(fn: Callable, model, tokenizer, items, budget: int) -
     variable-length generation on ``items``; then the outcome: the block length with the fewest
     passes whose accuracy is inside block ``budget``'s 95% interval."""
     blocks = [b for b in BLOCK_LENGTHS if b <= budget]
-    try:
-        got = fn(list(blocks))
-    except NotImplementedError:
-        print("Exercise 6.4 not attempted yet; the lesson continues.")
+    got = run_experiment("Exercise 6.4", fn, blocks)
+    if got is None:
         return CheckResult(False)
-    except Exception as err:
-        raise ExerciseFailed(
-            f"Exercise 6.4: your function raised {type(err).__name__}: {err}"
-        ) from err
     expected = {}
     for b in blocks:
         s = evaluate_instructions(model, tokenizer, items, "variable", budget, b, progress=False)
         expected[b] = (s["all"].correct, s["all"].n, s["all"].mean_forward_passes)
-    if not isinstance(got, dict) or sorted(got) != blocks:
-        raise ExerciseFailed(f"Exercise 6.4: expected a dict with the keys {blocks}, got {got!r}")
     for b, (correct, n, passes) in expected.items():
-        try:
-            acc, p = (float(v) for v in got[b])
-        except (TypeError, ValueError):
-            raise ExerciseFailed(
-                f"Exercise 6.4: block {b}: expected (accuracy, passes), got {got[b]!r}"
-            ) from None
-        if abs(acc - correct / n) > 1e-9 or abs(p - passes) > 1e-9:
-            raise ExerciseFailed(
-                f"Exercise 6.4: on case block_length={b}: expected accuracy {correct / n:.4f} and "
-                f"{passes:.2f} passes per answer on the {n} items, got {acc:.4f} and {p:.2f}. "
-                "Use variable-length generation with the budget given, on all the items."
-            )
+        accuracy_and_passes(
+            "Exercise 6.4", f"on case block_length={b}", got[b], correct, n, passes,
+            "Use variable-length generation with the budget given, on all the items.",
+        )  # fmt: skip
     lo, hi = wilson_interval(expected[budget][0], expected[budget][1])
     keep = [b for b in blocks if lo <= expected[b][0] / expected[b][1] <= hi]
     best = min(keep, key=lambda b: expected[b][2])

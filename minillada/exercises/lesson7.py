@@ -9,7 +9,14 @@ import torch
 from minillada.diffusion.confidence import confidence_score
 from minillada.evaluation.gsm8k import extract_answer
 from minillada.evaluation.parallel import merge_shards
-from minillada.exercises import Case, CheckResult, ExerciseFailed, assert_same, check
+from minillada.exercises import (
+    Case,
+    CheckResult,
+    ExerciseFailed,
+    assert_same,
+    check,
+    run_experiment,
+)
 from minillada.models.llada import LLaDAModel, preset
 from minillada.sampling.answer import GenerationSettings, generate_answer
 
@@ -170,17 +177,9 @@ def check_think_end_experiment(
     """Exercise 7.1: fn(powers) -> {power: [position of the first </think> in the answer to each
     prompt, or None]} for the boost 100 at each power; then the outcome: how the power moves the
     end of thinking, on average over the prompts."""
-    try:
-        got = fn(list(POWERS))
-    except NotImplementedError:
-        print("Exercise 7.1 not attempted yet; the lesson continues.")
+    got = run_experiment("Exercise 7.1", fn, list(POWERS))
+    if got is None:
         return CheckResult(False)
-    except Exception as err:
-        raise ExerciseFailed(
-            f"Exercise 7.1: your function raised {type(err).__name__}: {err}"
-        ) from err
-    if not isinstance(got, dict) or sorted(got) != list(POWERS):
-        raise ExerciseFailed(f"Exercise 7.1: expected a dict with the keys {POWERS}, got {got!r}")
     for p in POWERS:
         expected = [first_think_end(loaded, prompt, p, budget) for prompt in prompts]
         if list(got[p]) != expected:

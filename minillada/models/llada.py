@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minillada.models.attention import attention, attention_bias
+from minillada.models.kv_cache import KVCache, LayerCache
 from minillada.models.rope import apply_rope, rope_tables
 
 # --------------------------------------------------------------------------------------------------
@@ -394,7 +395,11 @@ class Attention(nn.Module):
         cos: torch.Tensor,
         sin: torch.Tensor,
         bias: torch.Tensor | None = None,
+        layer_cache: LayerCache | None = None,
     ) -> torch.Tensor:
+        """x (B, L, D) -> (B, L, D). With ``layer_cache``: x holds only the window of positions
+        ``layer_cache.start ..`` and the keys and values of every other position come from the
+        cache (lesson 8); while recording, this layer's keys and values are stored in it."""
         B, L, D = x.shape
         H, Hkv, Dh = self.config.n_heads, self.config.kv_heads, self.config.head_dim
         # feature j of a projection belongs to head j // Dh
@@ -402,6 +407,8 @@ class Attention(nn.Module):
         k = self.k_proj(x).view(B, L, Hkv, Dh).transpose(1, 2)  # (B, Hkv, L, Dh)
         v = self.v_proj(x).view(B, L, Hkv, Dh).transpose(1, 2)  # (B, Hkv, L, Dh)
         q, k = rotary(q, k, cos, sin)
+        if layer_cache is not None:
+            k, v = layer_cache.splice(k, v)  # (B, Hkv, N, Dh): the window's fresh, the rest cached
         if Hkv != H:  # query head h uses key/value head h // (H / Hkv)
             k = k.repeat_interleave(H // Hkv, dim=1, output_size=H)  # (B, H, L, Dh)
             v = v.repeat_interleave(H // Hkv, dim=1, output_size=H)  # (B, H, L, Dh)
@@ -459,8 +466,9 @@ class LLaDABlock(nn.Module):
         cos: torch.Tensor,
         sin: torch.Tensor,
         bias: torch.Tensor | None = None,
+        layer_cache: LayerCache | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), rotary, cos, sin, bias)
+        x = x + self.attn(self.attn_norm(x), rotary, cos, sin, bias, layer_cache)
         x = x + self.mlp(self.ff_norm(x))
         return x
 
@@ -484,6 +492,8 @@ class LLaDAModel(nn.Module):
     Otherwise the weights are initialised from ``generator`` (default: a generator seeded with 0),
     never from the global RNG.
     """
+
+    supports_kv_cache = True  # forward(..., cache=) (lesson 8's approximate caches)
 
     def __init__(
         self,
@@ -551,10 +561,23 @@ class LLaDAModel(nn.Module):
         return t.wte.weight if self.config.weight_tying else t.ff_out.weight
 
     def forward(
-        self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+        self,
+        ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        start: int = 0,
     ) -> torch.Tensor:
-        """Token ids (B, L) and an optional keep-mask (B, L) of 1 = token, 0 = padding -> logits."""
+        """Token ids (B, L) and an optional keep-mask (B, L) of 1 = token, 0 = padding -> logits.
+
+        With a ``cache`` (lesson 8): a recording cache (``KVCache.record()``) keeps every layer's
+        keys and values of this full forward; a filled one makes ``ids`` the window of positions
+        ``start .. start + W`` only, whose logits (B, W, V) are computed with the other positions'
+        keys and values taken from the cache, as they were when it was recorded (an
+        approximation: in a bidirectional model they change whenever a token is revealed). The
+        keep-mask always covers the whole sequence."""
         B, L = ids.shape
+        if cache is not None and not cache.recording:
+            return self._window_forward(ids, attention_mask, cache, start)
         if attention_mask is not None and attention_mask.shape != ids.shape:
             raise ValueError(
                 f"attention_mask has shape {tuple(attention_mask.shape)} but the ids have shape "
@@ -572,7 +595,41 @@ class LLaDAModel(nn.Module):
         x = t.wte(ids)  # (B, L, D)
         cos, sin = self.rotary.tables(L, x.device)  # (L, Dh) float32
         bias = attention_bias(attention_mask, x.dtype)  # None or (B, 1, 1, L)
-        for block in t.blocks:
-            x = block(x, self.rotary, cos, sin, bias)  # (B, L, D)
+        layers = cache.start_recording(len(t.blocks), L) if cache is not None else None
+        for n, block in enumerate(t.blocks):
+            x = block(x, self.rotary, cos, sin, bias, None if layers is None else layers[n])
+        if cache is not None:
+            cache.stop_recording()
         x = t.ln_f(x)
         return F.linear(x, self.head_weight)  # (B, L, V); tied: the embedding matrix
+
+    def _window_forward(
+        self,
+        ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        cache: KVCache,
+        start: int,
+    ) -> torch.Tensor:
+        """Logits (B, W, V) of the window ``ids`` (B, W) at positions start .. start + W."""
+        cache.require_filled()
+        B, W = ids.shape
+        N = cache.length
+        if not (0 <= start and start + W <= N):
+            raise ValueError(
+                f"The window [{start}, {start + W}) does not fit the {N} positions the cache was "
+                "recorded on; record it again on the current canvas."
+            )
+        if attention_mask is not None and attention_mask.shape != (B, N):
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)}; with a cache it covers "
+                f"the whole sequence, ({B}, {N})."
+            )
+        t = self.transformer
+        x = t.wte(ids)  # (B, W, D)
+        cos, sin = self.rotary.tables(N, x.device)  # (N, Dh): the window keeps its positions
+        cos, sin = cos[start : start + W], sin[start : start + W]
+        bias = attention_bias(attention_mask, x.dtype)  # None or (B, 1, 1, N): over all keys
+        for n, block in enumerate(t.blocks):
+            x = block(x, self.rotary, cos, sin, bias, cache.layer(n, start))  # (B, W, D)
+        x = t.ln_f(x)
+        return F.linear(x, self.head_weight)  # (B, W, V)

@@ -31,7 +31,7 @@ import torch
 from minillada.data.chat import answer_after_thinking
 from minillada.data.tokenizer import LLaDATokenizer
 from minillada.runtime import model_device
-from minillada.sampling.generate import generate, until_stop, var_generate
+from minillada.sampling.generate import CountedModel, generate, until_stop, var_generate
 
 
 @dataclass
@@ -45,6 +45,8 @@ class GenerationSettings:
     variable_length: bool = False  # iLLaDA's block-after-block generation, stopping at EOS
     think_end_boost: float = 0.0  # iLLaDA-8B-Instruct's end-of-thinking boost (100 in the paper)
     think_end_power: float = 3.0
+    threshold: float | None = None  # lesson 8: reveal every token this confident (steps unused)
+    cache: str | None = None  # lesson 8: None, "prefix" or "dual" (approximate keys and values)
 
     def describe(self) -> str:
         if self.variable_length:
@@ -57,6 +59,10 @@ class GenerationSettings:
                 f"fixed canvas of {self.gen_length}, blocks of {self.block_length}, "
                 f"{self.steps} steps"
             )
+        if self.threshold is not None:
+            text = text.rsplit(", ", 1)[0] + f", threshold {self.threshold:g}"
+        if self.cache is not None:
+            text += f", {self.cache} cache"
         text += f", temperature {self.temperature:g}"
         if self.think_end_boost:
             text += (
@@ -124,6 +130,15 @@ def generate_answer(
     if cuda:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
+    # count the positions every forward pass runs over (its embedding sees exactly its ids)
+    seen: list[int] = []
+    embedding = getattr(getattr(model, "transformer", None), "wte", None)
+    hook = None
+    if embedding is not None:
+        hook = embedding.register_forward_hook(
+            lambda m, i, out: seen.append(out.shape[0] * out.shape[1])
+        )
+    fast = dict(threshold=s.threshold, cache=s.cache)
     start = time.perf_counter()
     prompt = prompt.to(device)
     if s.variable_length:
@@ -142,28 +157,35 @@ def generate_answer(
             think_end_boost=s.think_end_boost,
             think_end_power=s.think_end_power,
             generator=generator,
+            **fast,
         )
         generated, passes, stopped = result.generated, result.forward_passes, result.stopped
     else:
+        counted = CountedModel(model)
         canvas = generate(
-            model,
+            counted,
             prompt,
             s.gen_length,
             s.block_length,
-            s.steps,
+            None if s.threshold is not None else s.steps,
             tokenizer.mask_id,
             temperature=s.temperature,
             generator=generator,
+            **fast,
         )
-        generated, passes = canvas[0, prompt.shape[1] :].cpu(), s.steps
+        generated, passes = canvas[0, prompt.shape[1] :].cpu(), counted.calls
         stopped = bool(torch.isin(generated, torch.tensor(stop_ids)).any())
     if cuda:
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
+    if hook is not None:
+        hook.remove()
     ids = until_stop(generated, stop_ids)
     text, cut = _cut(tokenizer.decode(ids), stop_strings)
     P, G = prompt.shape[1], len(generated)
-    if s.variable_length:  # block b (1-based) is denoised in s.steps passes over P + b * block
+    if seen:
+        processed = sum(seen)
+    elif s.variable_length:  # block b (1-based) is denoised in s.steps passes over P + b * block
         blocks = G // s.block_length
         processed = s.steps * (blocks * P + s.block_length * blocks * (blocks + 1) // 2)
     else:  # every pass runs over the prompt and the whole canvas

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from minillada.diffusion.guidance import guided_logits
+from minillada.models.kv_cache import KVCache
 from minillada.runtime import context_length, mask_id_of, model_device
 from minillada.sampling.primitives import (
     NEG_INF,
@@ -54,8 +55,25 @@ class SamplerConfig:
     confidence_eos_eot_inf: bool = False  # EOS / EoT proposals are revealed last (official flag)
     logits_mask_inf: bool = False  # never propose the mask token itself
     noise_dtype: torch.dtype = torch.float64  # dtype of the Gumbel uniforms (float64 is exact)
+    cache: str | None = None  # approximate keys/values (lesson 8): None, "prefix" or "dual"
+    cache_refresh: int | None = None  # also refresh the cache every k steps of a window
 
     def __post_init__(self) -> None:
+        if self.cache not in CACHES:
+            raise ValueError(
+                f"cache={self.cache!r} is not one of {CACHES}: None (recompute everything), "
+                "'prefix' (reuse the positions before the block) or 'dual' (before and after it)."
+            )
+        if self.cache is not None and self.cfg_scale > 0:
+            raise ValueError(
+                f"cache={self.cache!r} cannot be combined with classifier-free guidance "
+                f"(cfg_scale={self.cfg_scale}): the unconditional pass would need a cache of its "
+                "own. Use cfg_scale=0 with a cache, or no cache with guidance."
+            )
+        if self.cache_refresh is not None and (self.cache is None or self.cache_refresh < 1):
+            raise ValueError(
+                f"cache_refresh={self.cache_refresh} needs a cache and a positive number of steps."
+            )
         if self.remasking not in STRATEGIES:
             raise ValueError(f"remasking={self.remasking!r} is not one of {STRATEGIES}.")
         if self.temperature < 0:
@@ -77,8 +95,11 @@ class SamplerConfig:
             )
 
 
-# logits_hook(logits (B, L, V), canvas x (B, L), candidates (B, L) bool) -> logits
-LogitsHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+CACHES = (None, "prefix", "dual")
+
+# logits_hook(logits (B, n, V) of positions offset .. offset + n, canvas x (B, L), candidates
+# (B, L) bool, offset) -> logits
+LogitsHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -147,14 +168,26 @@ def denoise(
 ) -> tuple[torch.Tensor, Trace | None]:
     """The reverse loop: reveal the masks of each window [start, end) of ``x`` (B, L), left to
     right, ``config.steps`` steps per window (or until none is left, with a threshold).
-    ``logits_hook(logits, x, candidates)`` may change the logits of each step before anything is
-    proposed (candidates: (B, L) bool, the masked positions of the current window)."""
+    ``logits_hook(logits, x, candidates, offset)`` may change the logits of each step before
+    anything is proposed (candidates: (B, L) bool, the masked positions of the current window;
+    the logits cover positions offset .. offset + n).
+
+    With ``config.cache`` the first step of each window (and every ``cache_refresh``-th) runs the
+    full forward and records every layer's keys and values; the other steps recompute only the
+    window and what follows it ("prefix") or the window alone ("dual"), and read the rest from the
+    cache (``minillada.models.kv_cache``)."""
     B, L = x.shape
     mask_id = ids.mask
     prompt_index = x != mask_id  # fixed once, as in the official code: pads count as prompt
     eos_eot = [i for i in (ids.eos, ids.eot) if i is not None]
     suppressed = eos_eot if config.confidence_eos_eot_inf else []
     rec = Trace(prompt_length, mask_id, canvases=[x.cpu().clone()]) if trace else None
+    if config.cache is not None and not getattr(model, "supports_kv_cache", False):
+        raise ValueError(
+            f"cache={config.cache!r} needs a minillada LLaDAModel (it computes a window of "
+            f"positions against cached keys and values); got a {type(model).__name__}."
+        )
+    kv = KVCache()
     for w, (start, end) in enumerate(windows):
         masked_count = (x[:, start:end] == mask_id).sum(dim=1)  # (B,)
         schedule = (
@@ -166,16 +199,24 @@ def denoise(
         while (x[:, start:end] == mask_id).any():
             if schedule is not None and step == schedule.shape[1]:
                 break
-            logits = guided_logits(
-                model, x, prompt_index, mask_id, config.cfg_scale, attention_mask
-            )
+            offset = 0  # logits cover positions offset .. offset + n
+            refresh = step == 0 or (config.cache_refresh and step % config.cache_refresh == 0)
+            if config.cache is None:
+                logits = guided_logits(
+                    model, x, prompt_index, mask_id, config.cfg_scale, attention_mask
+                )
+            elif refresh:  # a full forward that records every layer's keys and values
+                logits = model(x, attention_mask, cache=kv.record())
+            else:  # the window (and, for a prefix cache, all after it) against the cache
+                offset, stop = start, (L if config.cache == "prefix" else end)
+                logits = model(x[:, offset:stop], attention_mask, cache=kv, start=offset)
             if logits_hook is not None:
                 candidates = torch.zeros_like(x, dtype=torch.bool)
                 candidates[:, start:end] = x[:, start:end] == mask_id
-                logits = logits_hook(logits, x, candidates)
+                logits = logits_hook(logits, x, candidates, offset)
             # Only the window can hold candidates: left of it nothing is masked, right of it the
             # official code sets the confidence to -inf. Work in float64 from here on.
-            win = logits[:, start:end].to(torch.float64, copy=True)  # (B, W, V), a fresh copy
+            win = logits[:, start - offset : end - offset].to(torch.float64, copy=True)  # (B, W, V)
             if config.logits_mask_inf:
                 win[..., mask_id] = NEG_INF
             if config.logits_eos_inf:
@@ -237,6 +278,8 @@ def generate(
     confidence_eos_eot_inf: bool = False,
     logits_mask_inf: bool = False,
     threshold: float | None = None,
+    cache: str | None = None,
+    cache_refresh: int | None = None,
     noise_dtype: torch.dtype = torch.float64,
     max_length: int | None = None,
     generator: torch.Generator | None = None,
@@ -249,8 +292,10 @@ def generate(
     then each block runs until it has no mask left, revealing every candidate scoring >= threshold,
     at least one per step). attention_mask: (B, P), 1 = real token, 0 = left padding.
     logits_mask_inf: never propose the mask token itself (off by default, as in the official code).
-    The other options are SamplerConfig's fields. With ``trace=True`` returns (tokens, Trace).
-    mask_id and eos_id default to the model config's (``minillada.runtime.mask_id_of``).
+    cache: "prefix" or "dual" (Fast-dLLM's approximate caches, lesson 8), refreshed at each block
+    and every ``cache_refresh`` steps. The other options are SamplerConfig's fields. With
+    ``trace=True`` returns (tokens, Trace). mask_id and eos_id default to the model config's
+    (``minillada.runtime.mask_id_of``).
     """
     mask_id = mask_id_of(model, mask_id)
     eos_id = _model_eos(model, eos_id)
@@ -295,6 +340,8 @@ def generate(
         confidence_eos_eot_inf=confidence_eos_eot_inf,
         logits_mask_inf=logits_mask_inf,
         noise_dtype=noise_dtype,
+        cache=cache,
+        cache_refresh=cache_refresh,
     )
     if (prompt == mask_id).any():
         raise ValueError(
@@ -481,6 +528,20 @@ def _contains(tokens: torch.Tensor, sequence: torch.Tensor) -> torch.Tensor:
     return (tokens.unfold(1, k, 1) == sequence).all(-1).any(-1)
 
 
+class CountedModel:
+    """``model`` with a count of its calls (forward passes); every attribute is the model's."""
+
+    def __init__(self, model: Callable):
+        self.model, self.calls = model, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.model(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)
+
+
 def end_think_boost(
     logits: torch.Tensor,
     x: torch.Tensor,
@@ -490,13 +551,15 @@ def end_think_boost(
     think_end_ids: list[int],
     boost: float,
     power: float = 2.0,
+    offset: int = 0,
 ) -> torch.Tensor:
     """The iLLaDA authors' end-of-thinking boost: while a row's answer does not yet contain the
     ``think_end_ids`` sequence (``</think>``), add ``boost * progress**power`` to the logit of its
     next token at the row's first still-masked position of the current block, where
     progress = (position - context_start + 1) / total_length, clipped to [0, 1]. The next token is
     the one that continues the longest partial match of the sequence just left of that position.
-    It fights the endless "let me check again" of a long reasoning. logits (B, L, V)."""
+    It fights the endless "let me check again" of a long reasoning. logits (B, n, V) of the
+    positions offset .. offset + n (all of x by default)."""
     if boost <= 0 or not think_end_ids or total_length <= 0:
         return logits
     V = logits.shape[-1]
@@ -517,7 +580,9 @@ def end_think_boost(
     progress = ((position - context_start + 1).double() / total_length).clamp(0.0, 1.0)
     rows = active.nonzero(as_tuple=True)[0]
     out = logits.clone()
-    out[rows, position[rows], token[rows]] += (boost * progress.pow(power))[rows].to(out.dtype)
+    out[rows, position[rows] - offset, token[rows]] += (boost * progress.pow(power))[rows].to(
+        out.dtype
+    )
     return out
 
 
@@ -563,6 +628,9 @@ def var_generate(
     think_end_ids: list[int] | None = None,
     think_end_boost: float = 0.0,
     think_end_power: float = 2.0,
+    threshold: float | None = None,
+    cache: str | None = None,
+    cache_refresh: int | None = None,
     noise_dtype: torch.dtype = torch.float64,
     max_length: int | None = None,
     generator: torch.Generator | None = None,
@@ -573,7 +641,11 @@ def var_generate(
     EOS) or a stop string (``stop_strings`` with ``decode``), or the budget of ``gen_length`` tokens
     is spent. The budget is clipped to the context minus the prompt, in whole blocks. One unpadded
     prompt (P,) or (1, P). ``think_end_*``: the end-of-thinking boost (``end_think_boost``) the
-    authors use for iLLaDA-8B-Instruct (boost 100, power 3)."""
+    authors use for iLLaDA-8B-Instruct (boost 100, power 3). ``threshold``: reveal every token
+    whose confidence reaches it (at least one per step) instead of ``steps`` steps per block
+    (``steps`` may then be None). ``cache``: "prefix" or "dual" (lesson 8); with one block of
+    masks on the canvas there is no masked suffix, so the two are the same here: the prompt and
+    the finished blocks are read from a cache recorded at each block's first step."""
     mask_id = mask_id_of(model, mask_id)
     prompt = _as_batch(prompt_ids, "prompt_ids")
     if prompt.shape[0] != 1:
@@ -610,28 +682,26 @@ def var_generate(
                 f"model's context of {context} tokens; shorten the prompt or the block."
             )
     config = SamplerConfig(
-        steps=steps,
+        steps=None if threshold is not None else steps,
         temperature=temperature,
         remasking=remasking,
         cfg_scale=cfg_scale,
+        threshold=threshold,
         noise_dtype=noise_dtype,
+        cache=cache,
+        cache_refresh=cache_refresh,
     )
-    if steps > block_length:
+    if threshold is None and steps > block_length:
         raise ValueError(
             f"steps={steps} per block is more than the {block_length} masked tokens of a block; "
             f"every step must reveal at least one token, so use steps <= {block_length}."
         )
-    calls = 0
+    counted = CountedModel(model)  # counts forward passes; behaves as the model otherwise
 
-    def counted(*args, **kwargs):
-        nonlocal calls
-        calls += 1
-        return model(*args, **kwargs)
-
-    def hook(logits, x, candidates):
+    def hook(logits, x, candidates, offset):
         return end_think_boost(
             logits, x, candidates, P, gen_length, think_end_ids or [], think_end_boost,
-            think_end_power,
+            think_end_power, offset,
         )  # fmt: skip
 
     x = prompt.to(model_device(model))
@@ -659,4 +729,4 @@ def var_generate(
             stopped = True
         if stopped:
             break
-    return VariableLengthResult(x.cpu(), P, blocks, calls, stopped)
+    return VariableLengthResult(x.cpu(), P, blocks, counted.calls, stopped)

@@ -1,0 +1,134 @@
+"""Checkers for lesson 8 (notebooks/08_fast_sampling.ipynb)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from minillada.estimate import wilson_interval
+from minillada.evaluation.instructions import evaluate_instructions
+from minillada.exercises import (
+    Case,
+    CheckResult,
+    accuracy_and_passes,
+    assert_same,
+    check,
+    run_experiment,
+)
+from minillada.models.attention import attention_readable
+from minillada.sampling.primitives import NEG_INF, positions_to_reveal
+
+
+def _window_reference(q, k_window, v_window, k_cache, v_cache, start):
+    W = q.shape[2]
+    k = torch.cat([k_cache[:, :, :start], k_window, k_cache[:, :, start + W :]], dim=2)
+    v = torch.cat([v_cache[:, :, :start], v_window, v_cache[:, :, start + W :]], dim=2)
+    return attention_readable(q, k, v)
+
+
+def _window_cases() -> list[Case]:
+    g = torch.Generator().manual_seed(8)
+    cases = []
+    for description, B, H, N, W, start in [
+        ("a window in the middle of 20 positions (a dual cache)", 1, 2, 20, 4, 8),
+        ("the window runs to the end (a prefix cache)", 2, 3, 16, 6, 10),
+        ("the window is the first block, right after a 5-token prompt", 1, 2, 12, 4, 5),
+        ("the window covers everything (a refresh): nothing comes from the cache", 1, 1, 6, 6, 0),
+    ]:
+        Dh = 8
+        q = torch.randn(B, H, W, Dh, generator=g, dtype=torch.float64)
+        k_win, v_win = (torch.randn(B, H, W, Dh, generator=g, dtype=torch.float64) for _ in "kv")
+        k_cache, v_cache = (
+            torch.randn(B, H, N, Dh, generator=g, dtype=torch.float64) for _ in "kv"
+        )
+        cases.append(Case(description, (q, k_win, v_win, k_cache, v_cache, start)))
+    return cases
+
+
+def check_window_attention(fn: Callable) -> CheckResult:
+    """Exercise 8.1: fn(q, k_window, v_window, k_cache, v_cache, start) -> the window's attention
+    output (B, H, W, Dh), its keys and values spliced into the cached ones at ``start``."""
+    return check(
+        "Exercise 8.1",
+        fn,
+        _window_reference,
+        _window_cases(),
+        "minillada.models.kv_cache.LayerCache.splice + attention",
+        compare=lambda e, g: assert_same(e, g, atol=1e-10, rtol=1e-10),
+    )
+
+
+def _threshold_reference(confidence, threshold):
+    return positions_to_reveal(confidence, None, threshold)
+
+
+def _threshold_cases() -> list[Case]:
+    def row(*values):
+        return [NEG_INF if v is None else v for v in values]
+
+    def scores(*rows):  # float64, as the sampler's confidences
+        return torch.tensor(rows, dtype=torch.float64)
+
+    return [
+        Case("two tokens above 0.9", (scores(row(0.95, 0.2, 0.91, None)), 0.9)),
+        Case("none above: the single best one still", (scores(row(0.3, 0.6, 0.1)), 0.9)),
+        Case("exactly at the threshold counts", (scores(row(0.5, 0.7, 0.49)), 0.5)),
+        Case(
+            "two rows; the second has no candidate left",
+            (scores(row(0.8, 0.99, 0.7), row(None, None, None)), 0.75),
+        ),
+        Case("threshold 1: one token per step", (scores(row(0.99, 0.999, 0.98)), 1.0)),
+    ]
+
+
+def check_reveal_by_threshold(fn: Callable) -> CheckResult:
+    """Exercise 8.2: fn(confidence (B, L), threshold) -> (B, L) bool: every candidate (a score
+    above -inf) reaching the threshold, and at least the best candidate of each row."""
+    return check(
+        "Exercise 8.2",
+        fn,
+        _threshold_reference,
+        _threshold_cases(),
+        "minillada.sampling.primitives.positions_to_reveal",
+    )
+
+
+THRESHOLDS = (0.5, 0.7, 0.9, 0.99)
+
+
+def check_threshold_experiment(
+    fn: Callable, model, tokenizer, items, sampler: str = "fixed", cache: str = "dual"
+) -> CheckResult:
+    """Exercise 8.3: fn(thresholds) -> {threshold: (accuracy, mean forward passes)} on ``items``
+    with ``sampler`` and ``cache``, budget 32, blocks of 8; then the outcome: the lowest threshold
+    whose accuracy stays inside the exact sampler's 95% interval, and what it saves."""
+    got = run_experiment("Exercise 8.3", fn, list(THRESHOLDS))
+    if got is None:
+        return CheckResult(False)
+
+    def run(threshold, use_cache):
+        s = evaluate_instructions(
+            model, tokenizer, items, sampler, 32, 8, False, threshold, use_cache
+        )["all"]
+        return s.correct, s.n, s.mean_forward_passes
+
+    for t in THRESHOLDS:
+        correct, n, passes = run(t, cache)
+        accuracy_and_passes(
+            "Exercise 8.3", f"threshold {t}", got[t], correct, n, passes,
+            f"Use evaluate_instructions(model, tokenizer, items, {sampler!r}, 32, 8, "
+            f"progress=False, threshold={t}, cache={cache!r})['all'].",
+        )  # fmt: skip
+    exact_correct, n, exact_passes = run(None, None)
+    lo, hi = wilson_interval(exact_correct, n)
+    inside = [t for t in THRESHOLDS if lo <= got[t][0] <= hi]
+    print(f"Exercise 8.3 passed: the exact sampler scores {exact_correct / n:.1%} "
+          f"[{lo:.1%}, {hi:.1%}] in {exact_passes:.1f} passes per answer.")  # fmt: skip
+    if inside:
+        best = min(inside)
+        print(f"  the lowest threshold inside that interval is {best}: {got[best][0]:.1%} in "
+              f"{got[best][1]:.1f} passes, {exact_passes / got[best][1]:.1f}x fewer.")  # fmt: skip
+    else:
+        print("  no threshold stays inside that interval here.")
+    return CheckResult(True)
