@@ -26,7 +26,13 @@ from tqdm.auto import tqdm
 from minillada.data.instructions import TASKS, Example, encode_example
 from minillada.estimate import wilson_interval
 from minillada.runtime import model_device, progress_disabled
-from minillada.sampling.generate import CountedModel, generate, until_stop, var_generate
+from minillada.sampling.generate import (
+    CountedModel,
+    counting_positions,
+    generate,
+    until_stop,
+    var_generate,
+)
 
 SAMPLERS = ("fixed", "variable")
 
@@ -42,6 +48,7 @@ class Answer:
     stopped: bool  # a stop id appeared within the budget
     forward_passes: int
     seconds: float = 0.0  # wall time of the generation
+    positions: int = 0  # positions all forward passes ran over (the work, without timing noise)
 
     @property
     def correct(self) -> bool:
@@ -70,23 +77,28 @@ def answer_instruction(
     counted = CountedModel(model)
     fast = dict(threshold=threshold, cache=cache)
     start = time.perf_counter()
-    if sampler == "fixed":
-        steps = None if threshold is not None else gen_length
-        out = generate(counted, prompt, gen_length, block_length, steps, tokenizer.mask_id, **fast)
-        generated = out[0, prompt.shape[1] :]  # (G,)
-    else:
-        steps = None if threshold is not None else block_length
-        result = var_generate(
-            counted, prompt, gen_length, block_length, steps, tokenizer.mask_id, stop_ids=stop,
-            **fast,
-        )  # fmt: skip
-        generated = result.generated
+    with counting_positions(model) as seen:
+        if sampler == "fixed":
+            steps = None if threshold is not None else gen_length
+            out = generate(
+                counted, prompt, gen_length, block_length, steps, tokenizer.mask_id, **fast
+            )
+            generated = out[0, prompt.shape[1] :]  # (G,)
+        else:
+            steps = None if threshold is not None else block_length
+            result = var_generate(
+                counted, prompt, gen_length, block_length, steps, tokenizer.mask_id,
+                stop_ids=stop, **fast,
+            )  # fmt: skip
+            generated = result.generated
     seconds = time.perf_counter() - start
     passes = counted.calls
     answer = until_stop(generated.cpu(), stop)
     stopped = len(answer) < len(generated)  # a stop id was found (and cut off)
     text = tokenizer.decode(answer, skip_special_tokens=True).strip()
-    return Answer(example, text, len(answer), len(reference_ids) - 1, stopped, passes, seconds)
+    return Answer(
+        example, text, len(answer), len(reference_ids) - 1, stopped, passes, seconds, sum(seen)
+    )
 
 
 @dataclass
@@ -123,6 +135,10 @@ class TaskScore:
     @property
     def seconds(self) -> float:
         return sum(a.seconds for a in self.answers)
+
+    @property
+    def mean_positions(self) -> float:
+        return sum(a.positions for a in self.answers) / self.n
 
     def record(self, lengths: bool = False) -> dict:
         """The score as JSON-ready numbers; ``lengths`` adds every answer's and reference's token

@@ -94,7 +94,7 @@ def check_reveal_by_threshold(fn: Callable) -> CheckResult:
     )
 
 
-THRESHOLDS = (0.5, 0.7, 0.9, 0.99)
+THRESHOLDS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
 def check_threshold_experiment(
@@ -117,8 +117,8 @@ def check_threshold_experiment(
         correct, n, passes = run(t, cache)
         accuracy_and_passes(
             "Exercise 8.3", f"threshold {t}", got[t], correct, n, passes,
-            f"Use evaluate_instructions(model, tokenizer, items, {sampler!r}, 32, 8, "
-            f"progress=False, threshold={t}, cache={cache!r})['all'].",
+            f"Score the items you were given with evaluate_instructions, sampler {sampler!r}, "
+            f"budget 32, blocks of 8, threshold={t}, cache={cache!r}, and read its 'all' score.",
         )  # fmt: skip
     exact_correct, n, exact_passes = run(None, None)
     lo, hi = wilson_interval(exact_correct, n)

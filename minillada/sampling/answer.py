@@ -31,7 +31,13 @@ import torch
 from minillada.data.chat import answer_after_thinking
 from minillada.data.tokenizer import LLaDATokenizer
 from minillada.runtime import model_device
-from minillada.sampling.generate import CountedModel, generate, until_stop, var_generate
+from minillada.sampling.generate import (
+    CountedModel,
+    counting_positions,
+    generate,
+    until_stop,
+    var_generate,
+)
 
 
 @dataclass
@@ -130,56 +136,47 @@ def generate_answer(
     if cuda:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    # count the positions every forward pass runs over (its embedding sees exactly its ids)
-    seen: list[int] = []
-    embedding = getattr(getattr(model, "transformer", None), "wte", None)
-    hook = None
-    if embedding is not None:
-        hook = embedding.register_forward_hook(
-            lambda m, i, out: seen.append(out.shape[0] * out.shape[1])
-        )
     fast = dict(threshold=s.threshold, cache=s.cache)
     start = time.perf_counter()
     prompt = prompt.to(device)
-    if s.variable_length:
-        result = var_generate(
-            model,
-            prompt,
-            s.gen_length,
-            s.block_length,
-            s.steps,
-            tokenizer.mask_id,
-            stop_ids=stop_ids,
-            stop_strings=list(stop_strings) or None,
-            decode=tokenizer.decode,
-            temperature=s.temperature,
-            think_end_ids=think_end,
-            think_end_boost=s.think_end_boost,
-            think_end_power=s.think_end_power,
-            generator=generator,
-            **fast,
-        )
-        generated, passes, stopped = result.generated, result.forward_passes, result.stopped
-    else:
-        counted = CountedModel(model)
-        canvas = generate(
-            counted,
-            prompt,
-            s.gen_length,
-            s.block_length,
-            None if s.threshold is not None else s.steps,
-            tokenizer.mask_id,
-            temperature=s.temperature,
-            generator=generator,
-            **fast,
-        )
-        generated, passes = canvas[0, prompt.shape[1] :].cpu(), counted.calls
-        stopped = bool(torch.isin(generated, torch.tensor(stop_ids)).any())
+    with counting_positions(model) as seen:
+        if s.variable_length:
+            result = var_generate(
+                model,
+                prompt,
+                s.gen_length,
+                s.block_length,
+                s.steps,
+                tokenizer.mask_id,
+                stop_ids=stop_ids,
+                stop_strings=list(stop_strings) or None,
+                decode=tokenizer.decode,
+                temperature=s.temperature,
+                think_end_ids=think_end,
+                think_end_boost=s.think_end_boost,
+                think_end_power=s.think_end_power,
+                generator=generator,
+                **fast,
+            )
+            generated, passes, stopped = result.generated, result.forward_passes, result.stopped
+        else:
+            counted = CountedModel(model)
+            canvas = generate(
+                counted,
+                prompt,
+                s.gen_length,
+                s.block_length,
+                None if s.threshold is not None else s.steps,
+                tokenizer.mask_id,
+                temperature=s.temperature,
+                generator=generator,
+                **fast,
+            )
+            generated, passes = canvas[0, prompt.shape[1] :].cpu(), counted.calls
+            stopped = bool(torch.isin(generated, torch.tensor(stop_ids)).any())
     if cuda:
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
-    if hook is not None:
-        hook.remove()
     ids = until_stop(generated, stop_ids)
     text, cut = _cut(tokenizer.decode(ids), stop_strings)
     P, G = prompt.shape[1], len(generated)

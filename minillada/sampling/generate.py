@@ -24,7 +24,8 @@ Shapes: B = batch, P = prompt length, G = gen_length, L = P + G, V = vocabulary,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -526,6 +527,26 @@ def _contains(tokens: torch.Tensor, sequence: torch.Tensor) -> torch.Tensor:
     if k == 0 or tokens.shape[1] < k:
         return torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
     return (tokens.unfold(1, k, 1) == sequence).all(-1).any(-1)
+
+
+@contextmanager
+def counting_positions(model) -> Iterator[list[int]]:
+    """Inside the ``with`` block, the number of positions (batch x length) each forward pass of
+    ``model`` runs over is appended to the list it yields: the work of a sampler, measured without
+    timing noise. The model's embedding sees exactly the ids of every pass; a model without a
+    ``transformer.wte`` embedding yields an empty list."""
+    seen: list[int] = []
+    embedding = getattr(getattr(model, "transformer", None), "wte", None)
+    hook = None
+    if embedding is not None:
+        hook = embedding.register_forward_hook(
+            lambda module, inputs, out: seen.append(out.shape[0] * out.shape[1])
+        )
+    try:
+        yield seen
+    finally:
+        if hook is not None:
+            hook.remove()
 
 
 class CountedModel:

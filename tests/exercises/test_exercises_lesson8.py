@@ -96,7 +96,7 @@ def test_the_experiment_passes_with_the_measurement_and_judges_it(capsys, instru
 
 def test_the_experiment_refuses_made_up_numbers(instruct):
     model, tokenizer, items = instruct
-    with pytest.raises(ExerciseFailed, match=r"^Exercise 8.3: threshold 0.5: expected accuracy"):
+    with pytest.raises(ExerciseFailed, match=r"^Exercise 8.3: threshold 0.1: expected accuracy"):
         lesson8.check_threshold_experiment(
             lambda ts: dict.fromkeys(ts, (1.0, 1.0)), model, tokenizer, items
         )

@@ -6,7 +6,13 @@ import torch
 
 from minillada.models.llada import LLaDAModel, preset
 from minillada.models.tiny_transformer import TinyTransformer, TinyTransformerConfig
-from minillada.sampling.generate import CountedModel, SamplerConfig, generate, var_generate
+from minillada.sampling.generate import (
+    CountedModel,
+    SamplerConfig,
+    counting_positions,
+    generate,
+    var_generate,
+)
 
 MASK, EOS = 511, 510
 
@@ -106,3 +112,16 @@ def test_bad_combinations_are_refused_with_the_reason():
     )
     with pytest.raises(ValueError, match="needs a minillada LLaDAModel"):
         generate(tiny, PROMPT, 16, 8, 16, mask_id=MASK, cache="prefix")
+
+
+def test_counting_positions_sees_every_pass_and_what_the_caches_save():
+    m = model()
+    with counting_positions(m) as exact:
+        generate(m, PROMPT, 32, 8, 32)
+    assert exact == [44] * 32  # every pass over the prompt and the whole canvas
+    with counting_positions(m) as dual:
+        generate(m, PROMPT, 32, 8, 32, cache="dual")
+    assert sum(dual) == 4 * (44 + 7 * 8) < sum(exact)
+    with counting_positions(m) as outside:
+        pass
+    assert outside == [] and not m.transformer.wte._forward_hooks  # the hook is gone
