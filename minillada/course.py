@@ -52,7 +52,7 @@ LESSONS: tuple[Lesson, ...] = (
             "guidance, traces, infilling, quality against steps"
         ),
         "LLaDA's sampler exactly: blocks, remasking strategies, guidance, traces",
-        "0.7 / < 1",
+        "0.6 / < 1",
     ),
     Lesson(
         3,
@@ -62,7 +62,7 @@ LESSONS: tuple[Lesson, ...] = (
             "matched compute, a reversal task where diffusion wins, generative perplexity"
         ),
         "likelihood estimators, an autoregressive twin, where diffusion wins",
-        "2.1 / < 1",
+        "2.5 / < 1",
     ),
     Lesson(
         4,
