@@ -72,7 +72,7 @@ LESSONS: tuple[Lesson, ...] = (
             "subword model with WSD, crop, accumulation, resume, `torchrun`"
         ),
         "BPE, RMSNorm, RoPE, SwiGLU, the LLaDA block, a subword model",
-        "1.9 / < 1",
+        "2.1 / < 1",
     ),
     Lesson(
         5,
