@@ -121,6 +121,7 @@ class SnapshotReport:
     think_end_id: int | None = None
     has_chat_template: bool = False
     weight_bytes: int = 0  # the shards on disk
+    tokenizer: LLaDATokenizer | None = field(default=None, repr=False)  # read once, when checked
 
     @property
     def ok(self) -> bool:
@@ -276,6 +277,7 @@ def _inspect_tokenizer(folder: Path, report: SnapshotReport) -> None:
     except TokenizerFilesError as err:
         report.problems.append(f"tokenizer: {err}")
         return
+    report.tokenizer = tokenizer
     report.mask_id = tokenizer.mask_id
     report.has_chat_template = tokenizer.chat_template is not None
     report.think_end_id = tokenizer.tokenizer.token_to_id(THINK_END)
@@ -443,7 +445,11 @@ def load_released(
 ) -> LoadedModel:
     """Inspect, check the device, and load a snapshot folder (real or stand-in) in ``dtype``
     straight from its shards onto ``device``; every problem is raised before any weight is read."""
-    report = inspect_snapshot(folder, expected)
+    return _load(inspect_snapshot(folder, expected), device, dtype)
+
+
+def _load(report: SnapshotReport, device: torch.device | str, dtype: torch.dtype) -> LoadedModel:
+    """``load_released`` for a folder already inspected."""
     report.raise_for_problems()
     device = torch.device(device)
     check_device(report.config, device, dtype)
@@ -456,8 +462,7 @@ def load_released(
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _host_peak_bytes()
-    tokenizer = LLaDATokenizer.from_folder(report.folder)
-    return LoadedModel(model, tokenizer, report, seconds, peak)
+    return LoadedModel(model, report.tokenizer, report, seconds, peak)
 
 
 def open_released(
@@ -473,7 +478,7 @@ def open_released(
     device = torch.device(device)
     report = inspect_snapshot(released_folder(name, folder), name)
     if report.ok and report.stand_in is None and device.type == "cuda":
-        loaded = load_released(report.folder, name, device, dtype)
+        loaded = _load(report, device, dtype)
         print(loaded.summary())
         return loaded
     if not report.ok:

@@ -380,6 +380,15 @@ class LLaDATokenizer:
         ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
         return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
 
+    def strip_special(self, text: str) -> str:
+        """``text`` (decoded with special tokens kept) without them, stripped: what
+        ``decode(ids, skip_special_tokens=True)`` would have given, for text already cut or split
+        (e.g. after the last ``</think>``)."""
+        for token in self.tokenizer.get_added_tokens_decoder().values():
+            if token.special:
+                text = text.replace(token.content, "")
+        return text.strip()
+
     def batch_encode(self, texts: Sequence[str], add_bos: bool = False) -> EncodedBatch:
         """Encode several texts into one left-padded (B, L) batch with its attention mask."""
         if isinstance(texts, str):

@@ -116,8 +116,6 @@ def gather(local: list[tuple[int, R]], total: int) -> list[R]:
     RuntimeError when an index of ``range(total)`` is missing, given twice, or out of range
     (``merge_shards``); every rank sees the same gathered pairs, so every rank raises the same
     error and none is left waiting in a later collective."""
-    if total < 0:
-        raise ValueError(f"total={total}: the number of items cannot be negative.")
     _, world = rank_and_world()
     if world == 1:
         return merge_shards([list(local)], total)

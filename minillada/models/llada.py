@@ -575,61 +575,52 @@ class LLaDAModel(nn.Module):
         keys and values taken from the cache, as they were when it was recorded (an
         approximation: in a bidirectional model they change whenever a token is revealed). The
         keep-mask always covers the whole sequence."""
-        B, L = ids.shape
-        if cache is not None and not cache.recording:
-            return self._window_forward(ids, attention_mask, cache, start)
-        if attention_mask is not None and attention_mask.shape != ids.shape:
-            raise ValueError(
-                f"attention_mask has shape {tuple(attention_mask.shape)} but the ids have shape "
-                f"{tuple(ids.shape)}; pass one 0/1 entry per token (1 = keep, 0 = padding)."
-            )
-        missing = [k for k in ("rope_theta", "rms_norm_eps") if getattr(self.config, k) is None]
-        if missing:
-            raise ValueError(
-                f"The config leaves {missing} unset: for iLLaDA they are not published, so they "
-                "must come from the snapshot's config.json. Load the model with "
-                "minillada.checkpoints.hf.load_hf_checkpoint, or build it from read_hf_config, "
-                "or set them explicitly with preset(..., rope_theta=..., rms_norm_eps=...)."
-            )
-        t = self.transformer
-        x = t.wte(ids)  # (B, L, D)
-        cos, sin = self.rotary.tables(L, x.device)  # (L, Dh) float32
-        bias = attention_bias(attention_mask, x.dtype)  # None or (B, 1, 1, L)
-        layers = cache.start_recording(len(t.blocks), L) if cache is not None else None
-        for n, block in enumerate(t.blocks):
-            x = block(x, self.rotary, cos, sin, bias, None if layers is None else layers[n])
-        if cache is not None:
-            cache.stop_recording()
-        x = t.ln_f(x)
-        return F.linear(x, self.head_weight)  # (B, L, V); tied: the embedding matrix
-
-    def _window_forward(
-        self,
-        ids: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        cache: KVCache,
-        start: int,
-    ) -> torch.Tensor:
-        """Logits (B, W, V) of the window ``ids`` (B, W) at positions start .. start + W."""
-        cache.require_filled()
         B, W = ids.shape
-        N = cache.length
-        if not (0 <= start and start + W <= N):
-            raise ValueError(
-                f"The window [{start}, {start + W}) does not fit the {N} positions the cache was "
-                "recorded on; record it again on the current canvas."
-            )
-        if attention_mask is not None and attention_mask.shape != (B, N):
-            raise ValueError(
-                f"attention_mask has shape {tuple(attention_mask.shape)}; with a cache it covers "
-                f"the whole sequence, ({B}, {N})."
-            )
+        window = cache is not None and not cache.recording
+        if window:  # ids are positions start .. start + W of the N the cache was recorded on
+            cache.require_filled()
+            N = cache.length
+            if not (0 <= start and start + W <= N):
+                raise ValueError(
+                    f"The window [{start}, {start + W}) does not fit the {N} positions the cache "
+                    "was recorded on; record it again on the current canvas."
+                )
+            if attention_mask is not None and attention_mask.shape != (B, N):
+                raise ValueError(
+                    f"attention_mask has shape {tuple(attention_mask.shape)}; with a cache it "
+                    f"covers the whole sequence, ({B}, {N})."
+                )
+        else:
+            N, start = W, 0
+            if attention_mask is not None and attention_mask.shape != ids.shape:
+                raise ValueError(
+                    f"attention_mask has shape {tuple(attention_mask.shape)} but the ids have "
+                    f"shape {tuple(ids.shape)}; pass one 0/1 entry per token (1 = keep, 0 = "
+                    "padding)."
+                )
+            missing = [k for k in ("rope_theta", "rms_norm_eps") if getattr(self.config, k) is None]
+            if missing:
+                raise ValueError(
+                    f"The config leaves {missing} unset: for iLLaDA they are not published, so "
+                    "they must come from the snapshot's config.json. Load the model with "
+                    "minillada.checkpoints.hf.load_hf_checkpoint, or build it from read_hf_config, "
+                    "or set them explicitly with preset(..., rope_theta=..., rms_norm_eps=...)."
+                )
         t = self.transformer
         x = t.wte(ids)  # (B, W, D)
-        cos, sin = self.rotary.tables(N, x.device)  # (N, Dh): the window keeps its positions
-        cos, sin = cos[start : start + W], sin[start : start + W]
+        cos, sin = self.rotary.tables(N, x.device)  # (N, Dh) float32
+        cos, sin = cos[start : start + W], sin[start : start + W]  # a window keeps its positions
         bias = attention_bias(attention_mask, x.dtype)  # None or (B, 1, 1, N): over all keys
-        for n, block in enumerate(t.blocks):
-            x = block(x, self.rotary, cos, sin, bias, cache.layer(n, start))  # (B, W, D)
+        n_layers = len(t.blocks)
+        if window:
+            layers = [cache.layer(n, start) for n in range(n_layers)]
+        elif cache is not None:
+            layers = cache.start_recording(n_layers, N)
+        else:
+            layers = [None] * n_layers
+        for block, layer in zip(t.blocks, layers, strict=True):
+            x = block(x, self.rotary, cos, sin, bias, layer)  # (B, W, D)
+        if cache is not None and not window:
+            cache.stop_recording()
         x = t.ln_f(x)
-        return F.linear(x, self.head_weight)  # (B, W, V)
+        return F.linear(x, self.head_weight)  # (B, W, V); tied: the embedding matrix

@@ -110,14 +110,6 @@ def _cut(text: str, stop_strings) -> tuple[str, bool]:
     return text, cut
 
 
-def _strip_special(tokenizer: LLaDATokenizer, text: str) -> str:
-    """``text`` without the tokenizer's special tokens (its BOS, EOS, mask, chat tokens)."""
-    for token in tokenizer.tokenizer.get_added_tokens_decoder().values():
-        if token.special:
-            text = text.replace(token.content, "")
-    return text.strip()
-
-
 def generate_answer(
     model: Callable,
     tokenizer: LLaDATokenizer,
@@ -187,13 +179,13 @@ def generate_answer(
         processed = s.steps * (blocks * P + s.block_length * blocks * (blocks + 1) // 2)
     else:  # every pass runs over the prompt and the whole canvas
         processed = passes * (P + G)
-    reply = _strip_special(tokenizer, text)
+    reply = tokenizer.strip_special(text)
     return Answer(
         ids=ids,
         generated=generated.cpu(),
         text=text,
         reply=reply,
-        final=_strip_special(tokenizer, answer_after_thinking(text)),
+        final=tokenizer.strip_special(answer_after_thinking(text)),
         forward_passes=passes,
         computed_tokens=G,
         positions_processed=processed,

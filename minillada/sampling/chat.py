@@ -75,8 +75,7 @@ class Chat:
         self.ids = torch.cat([prompt.cpu(), answer_ids[None]], dim=1)
         reply = tok.decode(answer_ids, skip_special_tokens=True).strip()
         # </think> may be a special token: find it in the text with special tokens kept
-        thought = answer_after_thinking(tok.decode(answer_ids))
-        answer = tok.decode(tok.encode(thought), skip_special_tokens=True).strip()
+        answer = tok.strip_special(answer_after_thinking(tok.decode(answer_ids)))
         turn = Turn(text, reply, answer, passes)
         self.turns.append(turn)
         return turn
