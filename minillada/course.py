@@ -25,8 +25,8 @@ LESSONS: tuple[Lesson, ...] = (
     Lesson(
         0,
         "00_setup",
-        "environment check, how lessons, exercises and quick mode work",
-        "this check",
+        "environment check, how lessons, exercises and quick mode work, three warm-up exercises",
+        "this check and three warm-ups",
         "< 1 / < 1",
     ),
     Lesson(
@@ -52,7 +52,7 @@ LESSONS: tuple[Lesson, ...] = (
             "guidance, traces, infilling, quality against steps"
         ),
         "LLaDA's sampler exactly: blocks, remasking strategies, guidance, traces",
-        "0.6 / < 1",
+        "0.9 / < 1",
     ),
     Lesson(
         3,
@@ -62,17 +62,18 @@ LESSONS: tuple[Lesson, ...] = (
             "matched compute, a reversal task where diffusion wins, generative perplexity"
         ),
         "likelihood estimators, an autoregressive twin, where diffusion wins",
-        "2.5 / < 1",
+        "2.8 / < 1",
     ),
     Lesson(
         4,
         "04_subwords_and_llada_blocks",
         (
-            "BPE from scratch and with `tokenizers`, RMSNorm, RoPE, SwiGLU, the LLaDA block, a "
+            "BPE from scratch and with `tokenizers`, RMSNorm, RoPE at LLaDA's base, SwiGLU, the "
+            "LLaDA block, a "
             "subword model with WSD, crop, accumulation, resume, `torchrun`"
         ),
-        "BPE, RMSNorm, RoPE, SwiGLU, the LLaDA block, a subword model",
-        "2.1 / < 1",
+        "BPE, RMSNorm, SwiGLU, the LLaDA block, a subword model",
+        "2.0 / < 1",
     ),
     Lesson(
         5,

@@ -67,8 +67,7 @@ def test_lesson_matches_its_solution_outside_exercises(lesson):
             assert "NotImplementedError" not in source(cb), f"solution cell {i} is not solved"
         else:
             assert source(ca) == source(cb), f"{lesson.name} cell {i} differs from the solution"
-    if lesson.name != "00_setup.ipynb":
-        assert exercises >= 3, f"{lesson.name} has {exercises} exercises; lessons have at least 3"
+    assert exercises >= 3, f"{lesson.name} has {exercises} exercises; lessons have at least 3"
 
 
 @pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda p: p.name)

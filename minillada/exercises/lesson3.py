@@ -1,19 +1,50 @@
-"""Checkers for lesson 3 (notebooks/03_likelihood_and_autoregression.ipynb)."""
+"""Checkers for lesson 3 (notebooks/03_likelihood_and_autoregression.ipynb).
+
+3.1 spread_mask_counts, 3.2 l_estimator_terms (section 1, the l-estimator), 3.3 the spread of the
+t- and l-estimators at 8 samples (an experiment), 3.4 multiple choice by likelihood (section 2),
+3.5 the exact log-likelihood of a causal model (section 3), 3.6 the reversal questions asked by
+hand (section 4).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 
 import torch
 
-from minillada.diffusion.likelihood import l_estimator_terms, spread_mask_counts
+from minillada.data.reversal import ReversalTask, make_reversal_task, questions
+from minillada.diffusion.likelihood import (
+    conditional_nelbo_samples,
+    l_estimator_terms,
+    spread_mask_counts,
+)
 from minillada.evaluation.autoregressive import token_log_probs
-from minillada.exercises import Case, CheckResult, assert_same, check
+from minillada.evaluation.multiple_choice import choose, mdm_scorer
+from minillada.evaluation.reversal import ask_mdm, twin_config
+from minillada.exercises import (
+    Case,
+    CheckResult,
+    ExerciseFailed,
+    assert_same,
+    check,
+    run_experiment,
+    short_repr,
+)
 from minillada.models.tiny_transformer import TinyTransformer, TinyTransformerConfig
 
 
 def _seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def _sharpened(model: TinyTransformer, factor: float) -> TinyTransformer:
+    for p in model.parameters():  # larger weights, so the predictions are far from uniform
+        p.data.mul_(factor)
+    return model.eval()
+
+
+# --- Exercise 3.1: spread_mask_counts -------------------------------------------------------------
 
 
 def check_spread_mask_counts(fn: Callable) -> CheckResult:
@@ -35,37 +66,7 @@ def check_spread_mask_counts(fn: Callable) -> CheckResult:
     )
 
 
-def _tiny_causal(seed: int) -> TinyTransformer:
-    cfg = TinyTransformerConfig(
-        vocab_size=7, block_size=12, n_layer=2, n_head=2, n_embd=16, causal=True
-    )
-    model = TinyTransformer(cfg, generator=torch.Generator().manual_seed(seed))
-    for p in model.parameters():  # larger weights, so the predictions are far from uniform
-        p.data.mul_(10)
-    return model.eval()
-
-
-def _reference_sequence_log_prob(model, x, bos_id):
-    return token_log_probs(model, x, bos_id).sum(dim=1)
-
-
-def check_sequence_log_prob(fn: Callable) -> CheckResult:
-    """Exercise 3.2: fn(model, x, bos_id) -> (N,) exact log p(x) under a causal model, nats."""
-    g = _seeded(3)
-    model = _tiny_causal(0)
-    cases = [
-        Case("3 sequences of 12 tokens", (model, torch.randint(0, 6, (3, 12), generator=g), 6)),
-        Case("one token: log p(x_1 | BOS)", (model, torch.tensor([[2]]), 6)),
-        Case("5 sequences of 4 tokens", (model, torch.randint(0, 6, (5, 4), generator=g), 6)),
-    ]
-    return check(
-        "Exercise 3.2",
-        lambda *a: fn(*a).double(),
-        _reference_sequence_log_prob,
-        cases,
-        "minillada.evaluation.autoregressive.token_log_probs(...).sum(dim=1)",
-        compare=lambda e, got: _close(e, got),
-    )
+# --- Exercise 3.2: l_estimator_terms --------------------------------------------------------------
 
 
 def _close(expected, got):
@@ -73,7 +74,7 @@ def _close(expected, got):
 
 
 def check_l_estimator_terms(fn: Callable) -> CheckResult:
-    """Exercise 3.3: fn(logits, answer, masked) -> (b,) float64, (L / l_i) sum_masked CE."""
+    """Exercise 3.2: fn(logits, answer, masked) -> (b,) float64, (L / l_i) sum_masked CE."""
     g = _seeded(4)
     b, L, V = 4, 6, 5
     logits = torch.randn(b, L, V, generator=g)
@@ -91,10 +92,307 @@ def check_l_estimator_terms(fn: Callable) -> CheckResult:
         ),
     ]
     return check(
-        "Exercise 3.3",
+        "Exercise 3.2",
         lambda *a: fn(*a).double(),
         l_estimator_terms,
         cases,
         "minillada.diffusion.likelihood.l_estimator_terms",
         compare=lambda e, got: _close(e, got),
+    )
+
+
+# --- Exercise 3.3: the estimators' spread at 8 samples (an experiment) ---------------------------
+
+METHODS = ("t", "l")
+SPREAD_SAMPLES = 8  # Monte Carlo samples per estimate
+
+
+def estimator_spread(
+    model, windows: torch.Tensor, mask_id: int, method: str, repeats: int
+) -> float:
+    """Exercise 3.3's measurement: for every window (no prompt, the window is the answer) and
+    repeat r, one estimate = the mean of the SPREAD_SAMPLES samples of ``conditional_nelbo_samples``
+    (one mini-batch, ``method``, generator seeded r), in nats per token; the spread = the standard
+    deviation over the repeats (ddof 1), root-mean-squared over the windows. float64."""
+    empty = torch.empty(0, dtype=torch.long)
+    estimates = torch.zeros(len(windows), repeats, dtype=torch.float64)  # (windows, repeats)
+    for i, w in enumerate(windows):
+        for r in range(repeats):
+            samples = conditional_nelbo_samples(
+                model, empty, w, mask_id, SPREAD_SAMPLES, SPREAD_SAMPLES, method=method,
+                generator=_seeded(r)
+            )  # (SPREAD_SAMPLES,), one mini-batch
+            estimates[i, r] = samples.mean() / len(w)
+    return estimates.std(dim=1).pow(2).mean().sqrt().item()
+
+
+def variance_ratio_noise(n_windows: int, repeats: int) -> float:
+    """How far from 1 a measured variance ratio t / l may land by chance alone, as a factor (about
+    two standard deviations): each pooled variance has n_windows (repeats - 1) degrees of freedom,
+    so its log has a standard deviation of about sqrt(2 / df), and the log of a ratio of two
+    independent ones sqrt(4 / df)."""
+    df = n_windows * (repeats - 1)
+    return math.exp(2 * math.sqrt(4 / df))
+
+
+def check_estimator_spread(
+    fn: Callable, model, windows: torch.Tensor, mask_id: int, repeats: int
+) -> CheckResult:
+    """Exercise 3.3: fn(methods) -> {"t": spread, "l": spread}, each measured as
+    ``estimator_spread`` does; then the outcome: which estimator had the lower variance at 8
+    samples, by what factor, and whether that factor is outside the measurement's noise."""
+    got = run_experiment("Exercise 3.3", fn, list(METHODS))
+    if got is None:
+        return CheckResult(False)
+    W = len(windows)
+    expected = {m: estimator_spread(model, windows, mask_id, m, repeats) for m in METHODS}
+    for m in METHODS:
+        try:
+            value = float(got[m])
+        except (TypeError, ValueError):
+            raise ExerciseFailed(
+                f"Exercise 3.3: {m!r}: expected one number (the spread), got {short_repr(got[m])}"
+            ) from None
+        # Both sides average the same float64 samples from the same library call on the same
+        # shapes; only the order of the final reductions may differ (relative error ~1e-15), or
+        # the estimates were held in float32 (an error of ~2e-7 on values near 2 nats/token,
+        # ~2e-6 relative on a spread near 0.1). 1e-4 allows both; another seed, sample count,
+        # unit or kind of average moves the spread by far more.
+        if not math.isclose(value, expected[m], rel_tol=1e-4):
+            raise ExerciseFailed(
+                f"Exercise 3.3: the {m}-estimator's spread: expected {expected[m]:.6f} nats/token "
+                f"({W} windows x {repeats} repeats), got {value:.6f}. For each window and repeat "
+                f"r take one estimate: the mean of {SPREAD_SAMPLES} samples from one "
+                f"conditional_nelbo_samples call (method={m!r}, a generator seeded r), divided "
+                "by the window's length. Then take the standard deviation over the repeats "
+                "(torch's default) and the root mean square of those over the windows."
+            )
+    ratio = (expected["t"] / expected["l"]) ** 2
+    noise = variance_ratio_noise(W, repeats)
+    lower, factor = ("l", ratio) if ratio >= 1 else ("t", 1 / ratio)
+    other = "t" if lower == "l" else "l"
+    print(
+        f"Exercise 3.3 passed: your spreads agree with the library's ({W} windows x {repeats} "
+        f"estimates of {SPREAD_SAMPLES} samples each)."
+    )
+    print(
+        f"  At {SPREAD_SAMPLES} samples the {lower}-estimator had the lower variance: std "
+        f"{expected[lower]:.3f} against {expected[other]:.3f} nats/token, a variance "
+        f"{factor:.2f}x lower."
+    )
+    if factor > noise:
+        print(
+            f"  That is outside this measurement's noise (about {noise:.2f}x either way): the "
+            f"{lower}-estimator needs about {factor:.1f}x fewer samples for the same error."
+        )
+    else:
+        print(
+            f"  That is within this measurement's noise (about {noise:.2f}x either way): these "
+            "repeats cannot tell the two estimators apart; measure more to decide."
+        )
+    return CheckResult(True)
+
+
+# --- Exercise 3.4: multiple choice by likelihood --------------------------------------------------
+
+
+def _tiny_bidirectional(seed: int) -> TinyTransformer:
+    cfg = TinyTransformerConfig(vocab_size=9, block_size=16, n_layer=2, n_head=2, n_embd=16)
+    return _sharpened(TinyTransformer(cfg, generator=_seeded(seed)), 3.0)
+
+
+def _reference_choice(model, mask_id, context, options, mc_num, seed):
+    scorer = mdm_scorer(model, mask_id, mc_num=mc_num, batch_size=mc_num, seed=seed)
+    result = choose(scorer, context, options)
+    return result.loglik, result.raw_choice, result.normalised_choice
+
+
+def _compare_choice(expected, got) -> None:
+    loglik, raw, norm = expected
+    if not isinstance(got, (tuple, list)) or len(got) != 3:
+        raise ExerciseFailed(
+            f"expected (log-likelihoods, raw choice, normalised choice), got {short_repr(got)}"
+        )
+    scores = got[0].tolist() if torch.is_tensor(got[0]) else got[0]
+    try:
+        scores = [float(s) for s in scores]
+    except (TypeError, ValueError):
+        raise ExerciseFailed(
+            f"expected one log-likelihood per option, got {short_repr(got[0])}"
+        ) from None
+    # 1e-4 nats: the same library call on both sides agrees to ~1e-12; a hand-built estimator with
+    # float32 cross-entropies drifts by at most ~1e-5 on these answers of up to 32 tokens
+    def agree(a, b):
+        return len(a) == len(b) and all(
+            math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-4) for x, y in zip(a, b, strict=True)
+        )
+
+    if not agree(scores, loglik):
+        if agree(scores, [-e for e in loglik]):
+            hint = "These are the bounds on -log p: return the log-likelihoods, their negatives."
+        else:
+            hint = (
+                "Score every option with the lesson's l-estimator (all its samples in one "
+                "mini-batch) and the same seed for every option: common random numbers."
+            )
+        raise ExerciseFailed(
+            f"log-likelihoods: expected {[round(e, 4) for e in loglik]}, got "
+            f"{[round(s, 4) for s in scores]}. {hint}"
+        )
+    if int(got[1]) != raw:
+        raise ExerciseFailed(
+            f"raw choice: expected option {raw} (0-based), got {got[1]!r}: the raw choice is the "
+            "option whose log-likelihood is highest (closest to 0)."
+        )
+    if int(got[2]) != norm:
+        raise ExerciseFailed(
+            f"normalised choice: expected option {norm} (0-based), got {got[2]!r}: divide each "
+            "option's log-likelihood by that option's own length in tokens before comparing."
+        )
+
+
+def _choice_cases() -> list[Case]:
+    g = _seeded(5)
+    mask = 8
+
+    def ids(n):
+        return torch.randint(0, 8, (n,), generator=g)
+
+    return [
+        Case(
+            "4 options of 3 tokens after a 5-token context, 8 samples",
+            (_tiny_bidirectional(0), mask, ids(5), tuple(ids(3) for _ in range(4)), 8, 0),
+        ),
+        Case(
+            "options of 2, 7, 4 and 7 tokens: the raw and normalised choices differ",
+            (_tiny_bidirectional(1), mask, ids(4), tuple(ids(n) for n in (2, 7, 4, 7)), 16, 3),
+        ),
+        Case(
+            "a one-token option (scored exactly) among longer ones",
+            (_tiny_bidirectional(2), mask, ids(6), tuple(ids(n) for n in (1, 3, 5)), 8, 1),
+        ),
+    ]
+
+
+def check_choose_by_likelihood(
+    fn: Callable, model=None, mask_id: int | None = None, items: Sequence = ()
+) -> CheckResult:
+    """Exercise 3.4: fn(model, mask_id, context, options, mc_num, seed) -> (list of estimated
+    log p(option | context), the raw choice, the length-normalised choice), option indices
+    0-based; against ``choose(mdm_scorer(...))``. ``items``: extra (context, options) token ids
+    scored with ``model`` and 16 samples (the lesson passes two of its items)."""
+    cases = _choice_cases()
+    for i, (context, options) in enumerate(items):
+        context, options = torch.as_tensor(context), tuple(torch.as_tensor(o) for o in options)
+        description = f"the lesson's item {i}: {len(options)} options of {len(options[0])} tokens"
+        cases.append(Case(description, (model, mask_id, context, options, 16, 0)))
+
+    def learner(model, mask_id, context, options, mc_num, seed):  # options: a list of copies
+        return fn(model, mask_id, context, [o.clone() for o in options], mc_num, seed)
+
+    return check(
+        "Exercise 3.4",
+        learner,
+        _reference_choice,
+        cases,
+        "minillada.evaluation.multiple_choice.choose with mdm_scorer",
+        compare=_compare_choice,
+    )
+
+
+# --- Exercise 3.5: sequence_log_prob --------------------------------------------------------------
+
+
+def _tiny_causal(seed: int) -> TinyTransformer:
+    cfg = TinyTransformerConfig(
+        vocab_size=7, block_size=12, n_layer=2, n_head=2, n_embd=16, causal=True
+    )
+    return _sharpened(TinyTransformer(cfg, generator=_seeded(seed)), 10.0)
+
+
+def _reference_sequence_log_prob(model, x, bos_id):
+    return token_log_probs(model, x, bos_id).sum(dim=1)
+
+
+def check_sequence_log_prob(fn: Callable) -> CheckResult:
+    """Exercise 3.5: fn(model, x, bos_id) -> (N,) exact log p(x) under a causal model, nats."""
+    g = _seeded(3)
+    model = _tiny_causal(0)
+    cases = [
+        Case("3 sequences of 12 tokens", (model, torch.randint(0, 6, (3, 12), generator=g), 6)),
+        Case("one token: log p(x_1 | BOS)", (model, torch.tensor([[2]]), 6)),
+        Case("5 sequences of 4 tokens", (model, torch.randint(0, 6, (5, 4), generator=g), 6)),
+    ]
+    return check(
+        "Exercise 3.5",
+        lambda *a: fn(*a).double(),
+        _reference_sequence_log_prob,
+        cases,
+        "minillada.evaluation.autoregressive.token_log_probs(...).sum(dim=1)",
+        compare=lambda e, got: _close(e, got),
+    )
+
+
+# --- Exercise 3.6: the reversal questions, asked by hand ------------------------------------------
+
+
+@torch.no_grad()
+def _reference_answers(model, task: ReversalTask, people: list[int], template: str):
+    q, pos = questions(task, people, template)
+    logits = model(q)[:, pos]  # (n, V)
+    logits[:, task.mask_id] = float("-inf")
+    return logits.argmax(dim=-1), ask_mdm(model, task, people, template).correct
+
+
+def _compare_answers(expected, got) -> None:
+    answers, correct = expected
+    if not isinstance(got, (tuple, list)) or len(got) != 2:
+        raise ExerciseFailed(f"expected (answers, number correct), got {short_repr(got)}")
+    try:
+        assert_same(answers, torch.as_tensor(got[0]).long(), path="answers")
+    except ExerciseFailed as err:
+        raise ExerciseFailed(
+            f"{err}\nAsk each question with only its answer position masked (forward "
+            "'KQZ > _', infill '_ > 482', backward '482 < _'), take the most likely token at "
+            "that position, and never answer with the mask token itself."
+        ) from None
+    if int(got[1]) != correct:
+        raise ExerciseFailed(
+            f"number correct: expected {correct}, got {got[1]!r}: the right answer is the "
+            "number for a forward question and the name for the other two."
+        )
+
+
+def _tiny_reversal() -> tuple[TinyTransformer, ReversalTask]:
+    # an untrained twin on 6 people: without the ban it answers some questions with the mask itself
+    task = make_reversal_task(num_people=6, seed=1)
+    model = TinyTransformer(twin_config(task, False, 1, 16), generator=_seeded(6))
+    return _sharpened(model, 3.0), task
+
+
+def check_answer_questions(
+    fn: Callable, model=None, task: ReversalTask | None = None, people: Sequence[int] = ()
+) -> CheckResult:
+    """Exercise 3.6: fn(model, task, people, template) -> (the diffusion model's answer token for
+    each person (n,), how many are right); against ``ask_mdm``. With ``model``, ``task`` and
+    ``people`` (the lesson's trained twin) it is also asked every template on those people."""
+    tiny, tiny_task = _tiny_reversal()
+    templates = ("forward", "infill", "backward")
+    cases = [
+        Case(f"an untrained model on 6 people, {t}", (tiny, tiny_task, list(range(6)), t))
+        for t in templates
+    ]
+    if model is not None:
+        cases += [
+            Case(f"the lesson's diffusion twin on {len(people)} people, {t}", (model, task, p, t))
+            for p in [list(people)]
+            for t in templates
+        ]
+    return check(
+        "Exercise 3.6",
+        fn,
+        _reference_answers,
+        cases,
+        "minillada.evaluation.reversal.ask_mdm",
+        compare=_compare_answers,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -12,9 +13,22 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from minillada.checkpoints.dialects import DIALECTS
-from minillada.exercises import Case, CheckResult, ExerciseFailed, check, short_repr
+from minillada.checkpoints.hf import (
+    CONFIG_NAME,
+    INDEX_NAME,
+    load_hf_checkpoint,
+    save_hf_checkpoint,
+)
+from minillada.exercises import (
+    Case,
+    CheckResult,
+    ExerciseFailed,
+    check,
+    run_experiment,
+    short_repr,
+)
 from minillada.models.llada import LLaDAConfig, LLaDAModel, preset
-from minillada.models.sizing import count_parameters
+from minillada.models.sizing import count_parameters, kv_bytes_per_token
 
 
 def _seeded(seed: int) -> torch.Generator:
@@ -164,31 +178,246 @@ def check_read_tensor(fn: Callable) -> CheckResult:
         )
 
 
-def _attention_parameters(config: LLaDAConfig) -> int:
-    count = count_parameters(config).per_block
-    return sum(count[k] for k in ("q_proj", "k_proj", "v_proj", "attn_out"))
+# --- Exercise 5.4: the loading loop --------------------------------------------------------------
+
+_ILLADA_TINY = dict(
+    d_model=64, n_layers=2, n_heads=8, n_kv_heads=2, mlp_hidden_size=160, vocab_size=300,
+    embedding_size=300, max_sequence_length=64,
+)  # fmt: skip
 
 
-def check_gqa_parameters(fn: Callable) -> CheckResult:
-    """Exercise 5.4: fn(config) -> the parameters of one block's attention (q, k, v and output
-    projections) with n_kv_heads key/value heads."""
-    cases = [
-        Case("LLaDA-8B: 32 query heads, 32 key/value heads", (preset("llada_8b"),)),
-        Case("iLLaDA-8B: 32 query heads share 8 key/value heads", (preset("illada_8b"),)),
-        Case("one key/value head for all (multi-query attention)", (preset("tiny", n_kv_heads=1),)),
+def _snapshot(root: Path, name: str, config: LLaDAConfig, seed: int, shards: int, dtype) -> Path:
+    model = LLaDAModel(config, generator=_seeded(seed))
+    return save_hf_checkpoint(model, root / name, num_shards=shards, dtype=dtype)
+
+
+def _drop_tensor(folder: Path, key: str) -> None:
+    """Remove ``key`` from its shard and from the index: a snapshot with a tensor missing."""
+    index_path = folder / INDEX_NAME
+    index = json.loads(index_path.read_text())
+    shard = folder / index["weight_map"].pop(key)
+    with safe_open(str(shard), framework="pt") as f:
+        kept = {k: f.get_tensor(k).clone() for k in f.keys() if k != key}
+    save_file(kept, str(shard), metadata={"format": "pt"})
+    index_path.write_text(json.dumps(index, indent=2) + "\n")
+
+
+def _snapshot_cases(root: Path) -> tuple[list[Case], list[tuple[str, Path, Callable]]]:
+    """Four good snapshots (compared with load_hf_checkpoint) and three broken ones (to refuse)."""
+    llada, illada = DIALECTS["llada"].to_model_key, DIALECTS["illada"].to_model_key
+    bf16 = torch.bfloat16
+    good = [
         Case(
-            "n_kv_heads=None means as many as query heads",
-            (preset("small", n_kv_heads=None),),
+            "the 'tiny' preset in bfloat16 over 3 shards, LLaDA's layout (as in the lesson)",
+            (_snapshot(root, "tiny", preset("tiny"), 5, 3, bf16), llada),
         ),
-        Case("a 1B iLLaDA shape: 16 query heads, 4 key/value heads", (preset("illada_1b"),)),
+        Case(
+            "3 blocks in float32 over 5 shards",
+            (_snapshot(root, "fp32", preset("tiny", n_layers=3), 11, 5, None), llada),
+        ),
+        Case(
+            "grouped-query attention (2 key/value heads): k_proj and v_proj are not square",
+            (_snapshot(root, "gqa", preset("tiny", n_kv_heads=2), 12, 4, bf16), llada),
+        ),
+        Case(
+            "iLLaDA's layout (Llama-style names, a tied head) with iLLaDA's name table",
+            (_snapshot(root, "illada", preset("illada_1b", **_ILLADA_TINY), 13, 2, bf16), illada),
+        ),
     ]
-    return check(
-        "Exercise 5.4",
-        fn,
-        _attention_parameters,
-        cases,
-        "the q, k, v and output entries of minillada.models.sizing.count_parameters(config)",
+    wrong_config = _snapshot(root, "wrong-config", preset("tiny", n_kv_heads=2), 14, 3, bf16)
+    (wrong_config / CONFIG_NAME).write_text(json.dumps(preset("tiny").to_hf_config(), indent=2))
+    missing = _snapshot(root, "missing", preset("tiny"), 15, 3, bf16)
+    _drop_tensor(missing, "model.transformer.ln_f.weight")
+    extra = _snapshot(root, "extra", preset("tiny", n_layers=3), 16, 3, bf16)
+    (extra / CONFIG_NAME).write_text(json.dumps(preset("tiny").to_hf_config(), indent=2))
+    broken = [
+        (
+            "config.json says 4 key/value heads, the shards hold 2: every k_proj and v_proj has "
+            "the wrong shape",
+            wrong_config,
+            llada,
+        ),
+        (
+            "model.transformer.ln_f.weight is in no shard (and not in the index)",
+            missing,
+            llada,
+        ),
+        (
+            "config.json says 2 blocks, the shards hold 3: block 2's tensors fit no parameter",
+            extra,
+            llada,
+        ),
+    ]
+    return good, broken
+
+
+def _load_reference(folder: Path, model_key: Callable) -> LLaDAModel:
+    return load_hf_checkpoint(folder)
+
+
+def _compare_loaded(expected: LLaDAModel, got: Any) -> None:
+    if not isinstance(got, torch.nn.Module):
+        raise ExerciseFailed(
+            f"expected the loaded model (an LLaDAModel), got {type(got).__name__}: "
+            f"{short_repr(got)}"
+        )
+    want, found = expected.state_dict(), got.state_dict()
+    still_meta = [k for k, v in found.items() if v.is_meta]
+    if still_meta:
+        raise ExerciseFailed(
+            f"expected every parameter filled from the snapshot, but {len(still_meta)} of the "
+            f"model's {len(found)} tensors are still on the meta device, e.g. {still_meta[:2]}. "
+            "Every shard the index names holds some of the weights, and a loader that leaves a "
+            "parameter unfilled must say so."
+        )
+    missing, extra = sorted(set(want) - set(found)), sorted(set(found) - set(want))
+    if missing or extra:
+        raise ExerciseFailed(
+            f"the model's keys differ from the library's: missing {missing[:3]}, unexpected "
+            f"{extra[:3]}; build the model from the snapshot's config.json"
+        )
+    for key, e in want.items():
+        g = found[key]
+        if tuple(g.shape) != tuple(e.shape):
+            hint = (
+                ": the same sizes in reverse. The file stores a linear layer's weight as "
+                "[out_features, in_features], the layout nn.Linear itself uses; keep it as stored"
+                if tuple(g.shape) == tuple(e.shape)[::-1]
+                else ""
+            )
+            raise ExerciseFailed(
+                f"{key}: expected shape {tuple(e.shape)}, got {tuple(g.shape)}{hint}"
+            )
+        if g.dtype != e.dtype:
+            raise ExerciseFailed(
+                f"{key}: expected dtype {e.dtype}, the one stored in the file, got {g.dtype}; "
+                "a loader returns the weights as stored (converting is a separate choice)"
+            )
+        if not torch.equal(g, e):
+            raise ExerciseFailed(
+                f"{key}: expected the values of the snapshot's tensor for this parameter, got "
+                "others. Was it filled from another tensor of the same shape (check the name each "
+                "key maps to) or changed on the way?"
+            )
+
+
+def check_load_snapshot(fn: Callable) -> CheckResult:
+    """Exercise 5.4: fn(folder, model_key) -> the LLaDAModel of a sharded snapshot, every tensor
+    as stored; an error (any exception) for a snapshot that does not fit its config.json."""
+    with tempfile.TemporaryDirectory() as tmp:
+        good, broken = _snapshot_cases(Path(tmp))
+        passed = check(
+            "Exercise 5.4",
+            fn,
+            _load_reference,
+            good,
+            "minillada.checkpoints.hf.load_hf_checkpoint",
+            compare=_compare_loaded,
+        )
+        if not passed:
+            return passed
+        for description, folder, model_key in broken:
+            try:
+                fn(folder, model_key)
+            except Exception:  # any clear refusal will do; the library raises HFCheckpointError
+                continue
+            raise ExerciseFailed(
+                f"Exercise 5.4: {description}: expected an error, but your function returned a "
+                "model. A snapshot that does not fit its config.json must be refused before it "
+                "is used: compare every tensor with the parameter it fills, and every parameter "
+                "with what the snapshot held."
+            )
+    print(
+        f"  ... and it refuses all {len(broken)} broken snapshots (a wrong shape, a missing "
+        "tensor, a tensor the model does not have)."
     )
+    return passed
+
+
+# --- Exercise 5.5: an experiment on the number of key/value heads --------------------------------
+
+KV_HEADS = (32, 16, 8, 4, 2, 1)
+
+
+def _kv_heads_outcome(h: int) -> tuple[int, int]:
+    config = preset("llada_8b", n_kv_heads=h)
+    return count_parameters(config).total, kv_bytes_per_token(config)
+
+
+def _kv_bytes_hint(expected: int, got: int, n_layers: int) -> str:
+    if 2 * got == expected:
+        return "Half of it: a token leaves both its key and its value in every layer."
+    if got == 2 * expected:
+        return "Twice as much: in bf16 a value takes 2 bytes."
+    if got * n_layers == expected:
+        return f"One layer's worth: each of the {n_layers} blocks keeps its own keys and values."
+    return (
+        "Read the number of key and value features from the shapes of each block's k_proj and "
+        "v_proj, and count 2 bytes per value (bf16)."
+    )
+
+
+def check_kv_heads_experiment(fn: Callable) -> CheckResult:
+    """Exercise 5.5: fn(kv_heads) -> {h: (parameters, bytes of keys and values per token in bf16)}
+    of LLaDA-8B with n_kv_heads=h, measured on the meta device; then what the numbers show."""
+    got = run_experiment("Exercise 5.5", fn, list(KV_HEADS))
+    if got is None:
+        return CheckResult(False)
+    n_layers = preset("llada_8b").n_layers
+    params, kv = {}, {}
+    for h in KV_HEADS:
+        expected_params, expected_kv = _kv_heads_outcome(h)
+        try:
+            params[h], kv[h] = (int(v) for v in got[h])
+        except (TypeError, ValueError):
+            raise ExerciseFailed(
+                f"Exercise 5.5: n_kv_heads={h}: expected a pair (parameters, bytes of keys and "
+                f"values per token), got {short_repr(got[h])}"
+            ) from None
+        if params[h] != expected_params:
+            same = " (LLaDA-8B's own count: was n_kv_heads changed?)"
+            raise ExerciseFailed(
+                f"Exercise 5.5: n_kv_heads={h}: expected {expected_params:,} parameters, got "
+                f"{params[h]:,}{same if params[h] == _kv_heads_outcome(32)[0] else ''}. Count "
+                "every parameter of the model built with this n_kv_heads and nothing else changed."
+            )
+        if kv[h] != expected_kv:
+            raise ExerciseFailed(
+                f"Exercise 5.5: n_kv_heads={h}: expected {expected_kv:,} bytes of keys and values "
+                f"per token, got {kv[h]:,}. {_kv_bytes_hint(expected_kv, kv[h], n_layers)}"
+            )
+    most, least = KV_HEADS[0], KV_HEADS[-1]
+    pairs = list(zip(KV_HEADS[:-1], KV_HEADS[1:], strict=True))
+    steps = {(params[a] - params[b]) // (a - b) for a, b in pairs}
+    linear = len(steps) == 1 and all((params[a] - params[b]) % (a - b) == 0 for a, b in pairs)
+    print(
+        f"Exercise 5.5 passed: {len(KV_HEADS)} settings of n_kv_heads agree with count_parameters "
+        "and kv_bytes_per_token."
+    )
+    if linear:
+        step = steps.pop()
+        print(
+            f"  parameters fall linearly, {step:,} per key/value head (its rows of k_proj and "
+            f"v_proj in all {n_layers} blocks): {params[most]:,} with {most} heads, "
+            f"{params[least]:,} with {least}, {1 - params[least] / params[most]:.1%} fewer;"
+        )
+    else:
+        print(f"  parameters from {params[most]:,} ({most} heads) to {params[least]:,} ({least});")
+    proportional = all(kv[h] * most == kv[most] * h for h in KV_HEADS)
+    how = "in proportion to the heads" if proportional else "with the heads"
+    print(
+        f"  keys and values per token fall {how}: {kv[most] // 1024} KiB with {most} heads, "
+        f"{kv[least] // 1024} KiB with {least}, {kv[most] // kv[least]}x less;"
+    )
+    print(
+        f"  LLaDA-8B with iLLaDA's 8 heads: {1 - params[8] / params[most]:.1%} fewer parameters, "
+        f"{kv[most] // kv[8]}x fewer bytes of keys and values per token: a modest saving in "
+        "weights, a large one in any cache of keys and values."
+    )
+    return CheckResult(True)
+
+
+# --- Exercise 5.6: iLLaDA's names ----------------------------------------------------------------
 
 
 def _illada_key(llada_key: str) -> str:
@@ -196,7 +425,7 @@ def _illada_key(llada_key: str) -> str:
 
 
 def check_illada_key(fn: Callable) -> CheckResult:
-    """Exercise 5.5: fn(LLaDA key) -> the name of the same tensor in an iLLaDA snapshot."""
+    """Exercise 5.6: fn(LLaDA key) -> the name of the same tensor in an iLLaDA snapshot."""
     keys = [
         "model.transformer.wte.weight",
         "model.transformer.blocks.0.attn_norm.weight",
@@ -230,7 +459,7 @@ def check_illada_key(fn: Callable) -> CheckResult:
             label = what.get(part, part)
         cases.append(Case(f"{key} ({label})", (key,)))
     return check(
-        "Exercise 5.5",
+        "Exercise 5.6",
         fn,
         _illada_key,
         cases,

@@ -1,10 +1,14 @@
 """Lesson 1's checkers: the solutions pass, stubs are 'not attempted', common mistakes fail."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 from checker_cases import assert_fails, ids, solution_and_stub_tests
 
+from minillada.checkpoints.shipped import load_char_shakespeare
+from minillada.diffusion.masking import forward_process
 from minillada.exercises import lesson1
 
 # --- the solutions, as in notebooks/solutions/01_char_masked_diffusion.ipynb --------------------
@@ -22,6 +26,31 @@ def masked_diffusion_loss(logits, x0, masked, p_mask):
     return (ce * masked / p_mask[:, None]).sum() / (B * L)
 
 
+@torch.no_grad()
+def cross_entropy_by_noise_level(levels, model, batch, mask_id):
+    # in the notebook the model, the batch and the mask id are the lesson's `trained`, `batch`
+    # and `tok.mask_id`; here they are arguments, bound by the EXERCISES table below
+    g = torch.Generator().manual_seed(0)
+    result = {}
+    for t in levels:
+        xt, masked, _ = forward_process(batch, mask_id, t=torch.full((len(batch),), t), generator=g)
+        ce = F.cross_entropy(model(xt).transpose(1, 2), batch, reduction="none")  # (B, L)
+        result[t] = ce[masked].mean().item()
+    return result
+
+
+def training_step(model, optimizer, batch, mask_id, lr, generator):
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad()
+    xt, masked, p = forward_process(batch, mask_id, stratified=True, generator=generator)
+    loss = masked_diffusion_loss(model(xt), batch, masked, p)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return loss.item()
+
+
 def reveal_most_confident(x, candidates, confidence, k, mask_id):
     x = x.clone()
     k = torch.as_tensor(k).expand(x.shape[0])
@@ -36,25 +65,53 @@ def reveal_most_confident(x, candidates, confidence, k, mask_id):
 
 
 def apply_mask_stub(x0, t, u, mask_id, eps=1e-3):
-    raise NotImplementedError(
-        "Exercise 1.1: mask x0 where u < (1 - eps) * t + eps; return (x_t, masked)"
-    )
+    raise NotImplementedError("Exercise 1.1: write the forward process")
 
 
 def masked_diffusion_loss_stub(logits, x0, masked, p_mask):
-    raise NotImplementedError("Exercise 1.2: sum of CE / p over masked positions, divided by B * L")
+    raise NotImplementedError("Exercise 1.2: write the masked diffusion loss")
+
+
+def cross_entropy_by_noise_level_stub(levels, *lesson_objects):
+    raise NotImplementedError("Exercise 1.3: measure the loss at each noise level")
+
+
+def training_step_stub(model, optimizer, batch, mask_id, lr, generator):
+    raise NotImplementedError("Exercise 1.4: write one training step")
 
 
 def reveal_most_confident_stub(x, candidates, confidence, k, mask_id):
-    raise NotImplementedError(
-        "Exercise 1.3: in each row, reveal the k most confident masked positions"
-    )
+    raise NotImplementedError("Exercise 1.5: reveal the most confident masked positions")
+
+
+def _shipped_model_and_batch():
+    model, _ = load_char_shakespeare("cpu")
+    batch = torch.randint(0, 65, (32, 128), generator=torch.Generator().manual_seed(8))
+    return model, batch
+
+
+_MODEL, _BATCH = _shipped_model_and_batch()
+
+
+def check_noise_levels(fn):
+    return lesson1.check_noise_level_experiment(fn, _MODEL, _BATCH, 65)
+
+
+def with_lesson_objects(fn):
+    return lambda levels: fn(levels, _MODEL, _BATCH, 65)
 
 
 EXERCISES = [
     ("1.1", lesson1.check_apply_mask, apply_mask, apply_mask_stub),
     ("1.2", lesson1.check_masked_diffusion_loss, masked_diffusion_loss, masked_diffusion_loss_stub),
-    ("1.3", lesson1.check_reveal_most_confident, reveal_most_confident, reveal_most_confident_stub),
+    (
+        "1.3",
+        check_noise_levels,
+        with_lesson_objects(cross_entropy_by_noise_level),
+        with_lesson_objects(cross_entropy_by_noise_level_stub),
+    ),
+    ("1.4", lesson1.check_training_step, training_step, training_step_stub),
+    ("1.5", lesson1.check_reveal_most_confident, reveal_most_confident, reveal_most_confident_stub),
 ]
 test_solution_passes, test_stub_is_not_attempted = solution_and_stub_tests(EXERCISES)
 
@@ -161,7 +218,109 @@ def test_masked_diffusion_loss_mistake_fails(mistake):
     )
 
 
-# --- Exercise 1.3: reveal_most_confident ---------------------------------------------------------
+# --- Exercise 1.3: the loss at each noise level --------------------------------------------------
+
+
+def in_bits(levels, *objects):  # bits instead of nats
+    return {t: v / math.log(2) for t, v in cross_entropy_by_noise_level(levels, *objects).items()}
+
+
+@torch.no_grad()
+def over_every_position(levels, model, batch, mask_id):  # visible characters included
+    g = torch.Generator().manual_seed(0)
+    result = {}
+    for t in levels:
+        xt, _, _ = forward_process(batch, mask_id, t=torch.full((len(batch),), t), generator=g)
+        ce = F.cross_entropy(model(xt).transpose(1, 2), batch, reduction="none")
+        result[t] = ce.mean().item()
+    return result
+
+
+@torch.no_grad()
+def divided_by_every_position(levels, model, batch, mask_id):  # the sum / (B * L): t times smaller
+    g = torch.Generator().manual_seed(0)
+    result = {}
+    for t in levels:
+        xt, masked, _ = forward_process(batch, mask_id, t=torch.full((len(batch),), t), generator=g)
+        ce = F.cross_entropy(model(xt).transpose(1, 2), batch, reduction="none")
+        result[t] = ((ce * masked).sum() / ce.numel()).item()
+    return result
+
+
+@pytest.mark.parametrize(
+    "mistake", [in_bits, over_every_position, divided_by_every_position], ids=lambda f: f.__name__
+)
+def test_noise_level_mistake_fails(mistake):
+    message = assert_fails(check_noise_levels, with_lesson_objects(mistake), "1.3", r"t = 0\.\d: ")
+    assert "masked positions only" in message
+
+
+def test_noise_level_outcome_compares_the_two_averages(capsys):
+    assert check_noise_levels(with_lesson_objects(cross_entropy_by_noise_level))
+    out = capsys.readouterr().out
+    assert "Weighting every t equally" in out and "masked-mean cross-entropy" in out
+
+
+def test_noise_level_keys_must_match():
+    assert_fails(check_noise_levels, lambda levels: {0.5: 1.0}, "1.3", r"expected a dict")
+
+
+# --- Exercise 1.4: training_step -----------------------------------------------------------------
+
+
+def step_with(zero_grad=True, set_lr=True, weighted=True, clip="before"):
+    """training_step with one of its six parts left out or misplaced, as a mistake would."""
+
+    def step(model, optimizer, batch, mask_id, lr, generator):
+        if set_lr:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        if zero_grad:
+            optimizer.zero_grad()
+        xt, masked, p = forward_process(batch, mask_id, stratified=True, generator=generator)
+        weight = p if weighted else torch.ones_like(p)  # no 1/t when unweighted
+        loss = masked_diffusion_loss(model(xt), batch, masked, weight)
+        loss.backward()
+        if clip == "before":
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if clip == "after":  # too late: the update has used the unclipped gradient
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        return loss.item()
+
+    return step
+
+
+forgets_zero_grad = step_with(zero_grad=False)
+forgets_clipping = step_with(clip=None)
+clips_after_the_step = step_with(clip="after")
+ignores_lr = step_with(set_lr=False)  # keeps the optimizer's own learning rate
+unweighted_loss = step_with(weighted=False)
+for name in (
+    "forgets_zero_grad",
+    "forgets_clipping",
+    "clips_after_the_step",
+    "ignores_lr",
+    "unweighted_loss",
+):
+    globals()[name].__name__ = name
+
+
+STEP_MISTAKES = [
+    (forgets_zero_grad, r"case 2/3 .*\n.*loss of step [23]: .*zero the gradients"),
+    (forgets_clipping, r"case 1/3 .*\n.*weights after the steps(.*\n)*.*clip the global"),
+    (clips_after_the_step, r"case 1/3 .*\n.*weights after the steps(.*\n)*.*clip the global"),
+    (ignores_lr, r"case 1/3 .*\n.*weights after the steps"),
+    (unweighted_loss, r"case 1/3 .*\n.*loss of step 1: .*1/t-weighted loss"),
+]
+
+
+@pytest.mark.parametrize("mistake, match", STEP_MISTAKES, ids=ids(STEP_MISTAKES))
+def test_training_step_mistake_fails(mistake, match):
+    assert_fails(lesson1.check_training_step, mistake, "1.4", match)
+
+
+# --- Exercise 1.5: reveal_most_confident ---------------------------------------------------------
 
 
 def reveal(x, candidates, confidence, k, largest=True):
@@ -211,7 +370,7 @@ REVEAL_MISTAKES = [
 
 @pytest.mark.parametrize("mistake, match", REVEAL_MISTAKES, ids=ids(REVEAL_MISTAKES))
 def test_reveal_most_confident_mistake_fails(mistake, match):
-    assert_fails(lesson1.check_reveal_most_confident, mistake, "1.3", match)
+    assert_fails(lesson1.check_reveal_most_confident, mistake, "1.5", match)
 
 
 def test_zeroed_instead_of_minus_inf_fails():
@@ -226,4 +385,4 @@ def test_zeroed_instead_of_minus_inf_fails():
     assert zeroes_revealed(x, candidates, confidence, 1, M).tolist() == [[4, M, M]]
     assert reveal_most_confident(x, candidates, confidence, 1, M).tolist() == [[1, M, 6]]
 
-    assert_fails(lesson1.check_reveal_most_confident, zeroes_revealed, "1.3", r"case \d+/\d+ \(")
+    assert_fails(lesson1.check_reveal_most_confident, zeroes_revealed, "1.5", r"case \d+/\d+ \(")

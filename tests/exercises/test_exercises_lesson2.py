@@ -1,12 +1,23 @@
 """Lesson 2's checkers: the solutions pass, stubs are 'not attempted', common mistakes fail."""
 
 import math
+from functools import cache, partial
 
 import pytest
 import torch
 from checker_cases import assert_fails, ids, solution_and_stub_tests
 
-from minillada.exercises import lesson2
+from minillada.checkpoints.shipped import load_char_shakespeare
+from minillada.data.downloads import load_text
+from minillada.evaluation.char_quality import char_quality, vocabulary
+from minillada.exercises import ExerciseFailed, lesson2
+from minillada.sampling.generate import generate
+from minillada.sampling.primitives import num_transfer_tokens, positions_to_reveal
+
+# The lesson's model: Exercise 2.2 runs the learner's loop on it (it is small: 0.8M parameters).
+CHAR_MODEL, CHAR_TOKENIZER = load_char_shakespeare()
+CHAR_MODEL.eval()
+check_block_loop = partial(lesson2.check_block_loop, model=CHAR_MODEL, tok=CHAR_TOKENIZER)
 
 # --- the solutions, as in notebooks/solutions/02_sampling.ipynb ----------------------------------
 
@@ -17,23 +28,30 @@ def transfer_schedule(num_masked: torch.Tensor, steps: int) -> torch.Tensor:
     return base + (torch.arange(steps)[None, :] < remainder).long()  # (B, steps)
 
 
+def block_loop(model, prompt, gen_length, block_length, steps, mask_id):
+    B, P = prompt.shape
+    x = torch.cat([prompt, torch.full((B, gen_length), mask_id, device=prompt.device)], dim=1)
+    num_blocks = gen_length // block_length
+    for b in range(num_blocks):
+        start, end = P + b * block_length, P + (b + 1) * block_length
+        schedule = num_transfer_tokens((x[:, start:end] == mask_id).sum(dim=1), steps // num_blocks)
+        for k in schedule.T:  # (B,) tokens to reveal in each row at this step
+            with torch.no_grad():
+                logits = model(x)  # (B, L, V)
+            x0 = logits.argmax(dim=-1)  # (B, L)
+            p = logits.double().softmax(dim=-1).gather(-1, x0[..., None])[..., 0]  # (B, L)
+            confidence = torch.full_like(p, -math.inf)
+            masked = x[:, start:end] == mask_id
+            confidence[:, start:end] = torch.where(masked, p[:, start:end], -math.inf)
+            x = torch.where(positions_to_reveal(confidence, k), x0, x)
+    return x
+
+
 def gumbel_max(logits: torch.Tensor, temperature: float, u: torch.Tensor) -> torch.Tensor:
     if temperature == 0:
         return logits.argmax(dim=-1)
     g = -torch.log(-torch.log(u.double()))
     return (logits.double() / temperature + g).argmax(dim=-1)
-
-
-def low_confidence_reveal(x: torch.Tensor, logits: torch.Tensor, k, mask_id: int) -> torch.Tensor:
-    x0 = logits.argmax(dim=-1)  # (B, L)
-    p = logits.double().softmax(dim=-1).gather(-1, x0[..., None])[..., 0]  # (B, L)
-    p = torch.where(x == mask_id, p, -math.inf)
-    k = torch.as_tensor(k).expand(x.shape[0])
-    out = x.clone()
-    for b in range(x.shape[0]):
-        chosen = p[b].topk(int(k[b])).indices
-        out[b, chosen] = x0[b, chosen]
-    return out
 
 
 def margin(logits: torch.Tensor) -> torch.Tensor:
@@ -45,33 +63,25 @@ def margin(logits: torch.Tensor) -> torch.Tensor:
 
 
 def transfer_schedule_stub(num_masked: torch.Tensor, steps: int) -> torch.Tensor:
-    raise NotImplementedError(
-        "Exercise 2.1: split num_masked over steps, remainder on the first steps"
-    )
+    raise NotImplementedError("Exercise 2.1: write the transfer schedule for a batch")
+
+
+def block_loop_stub(model, prompt, gen_length, block_length, steps, mask_id):
+    raise NotImplementedError("Exercise 2.2: write the semi-autoregressive block loop")
 
 
 def gumbel_max_stub(logits: torch.Tensor, temperature: float, u: torch.Tensor) -> torch.Tensor:
-    raise NotImplementedError(
-        "Exercise 2.2: argmax(logits / T - log(-log u)) in float64; argmax at T = 0"
-    )
-
-
-def low_confidence_reveal_stub(
-    x: torch.Tensor, logits: torch.Tensor, k, mask_id: int
-) -> torch.Tensor:
-    raise NotImplementedError(
-        "Exercise 2.3: commit the k most probable argmax proposals at masked positions"
-    )
+    raise NotImplementedError("Exercise 2.3: draw the proposal by Gumbel-max in float64")
 
 
 def margin_stub(logits: torch.Tensor) -> torch.Tensor:
-    raise NotImplementedError("Exercise 2.4: top-1 minus top-2 probability, in float64")
+    raise NotImplementedError("Exercise 2.4: write the margin score")
 
 
 EXERCISES = [
     ("2.1", lesson2.check_transfer_schedule, transfer_schedule, transfer_schedule_stub),
-    ("2.2", lesson2.check_gumbel_max, gumbel_max, gumbel_max_stub),
-    ("2.3", lesson2.check_low_confidence_step, low_confidence_reveal, low_confidence_reveal_stub),
+    ("2.2", check_block_loop, block_loop, block_loop_stub),
+    ("2.3", lesson2.check_gumbel_max, gumbel_max, gumbel_max_stub),
     ("2.4", lesson2.check_margin_confidence, margin, margin_stub),
 ]
 test_solution_passes, test_stub_is_not_attempted = solution_and_stub_tests(EXERCISES)
@@ -126,7 +136,118 @@ def test_transfer_schedule_mistake_fails(mistake):
     )
 
 
-# --- Exercise 2.2: gumbel_max --------------------------------------------------------------------
+# --- Exercise 2.2: block_loop --------------------------------------------------------------------
+
+
+def a_loop(score, *, per_block=True, in_block=True, calls_per_block=None,
+           all_steps_per_block=False, whole_canvas=True):
+    """The solution with one thing changed, to build the mistakes below. score(logits, x, x0) ->
+    (B, L) float64 scores; per_block=False: one schedule over the whole canvas; in_block=False:
+    every masked position is a candidate; calls_per_block=1: the model called once per block;
+    all_steps_per_block: every block runs
+    all the steps (instead of steps / blocks); whole_canvas=False: the model
+    sees the prompt and the current block only."""
+
+    def loop(model, prompt, gen_length, block_length, steps, mask_id):
+        B, P = prompt.shape
+        x = torch.cat([prompt, torch.full((B, gen_length), mask_id)], dim=1)
+        num_blocks = gen_length // block_length
+        spb = steps if all_steps_per_block else steps // num_blocks
+        canvas_schedule = num_transfer_tokens(torch.full((B,), gen_length), steps)
+        for b in range(num_blocks):
+            start, end = P + b * block_length, P + (b + 1) * block_length
+            schedule = num_transfer_tokens((x[:, start:end] == mask_id).sum(dim=1), spb)
+            for step in range(spb):
+                if calls_per_block is None or step == 0:
+                    logits = model(x if whole_canvas else x[:, :end])  # else: fails below
+                x0 = logits.argmax(dim=-1)
+                p = score(logits, x, x0)
+                candidate = x == mask_id
+                if in_block:
+                    candidate[:, :start] = candidate[:, end:] = False
+                confidence = torch.where(candidate, p, -math.inf)
+                k = canvas_schedule[:, b * spb + step] if not per_block else schedule[:, step]
+                x = torch.where(positions_to_reveal(confidence, k), x0, x)
+        return x
+
+    return loop
+
+
+def probability(logits, x, x0):
+    return logits.double().softmax(dim=-1).gather(-1, x0[..., None])[..., 0]
+
+
+def probability_of_the_canvas_token(logits, x, x0):  # p(x), the mask's probability, not p(x0)
+    return logits.double().softmax(dim=-1).gather(-1, x[..., None])[..., 0]
+
+
+def raw_logit(logits, x, x0):  # the top logit, not its probability
+    return logits.double().max(dim=-1).values
+
+
+def least_confident_first(logits, x, x0):  # "low confidence" read as "reveal the least confident"
+    return -probability(logits, x, x0)
+
+
+def softmax_over_positions(logits, x, x0):  # softmax(dim=1): over the canvas, not the vocabulary
+    return logits.double().softmax(dim=1).gather(-1, x0[..., None])[..., 0]
+
+
+WHOLE_CANVAS = r"case 2/5 \(3 blocks of 10 in 9 steps.*\):\nstep 2 of block 1 .* revealed 4 token"
+LOOP_MISTAKES = [
+    (a_loop(probability, per_block=False), WHOLE_CANVAS + r".*expected 3: this block's schedule "
+     r"is \[4, 3, 3\]"),
+    (a_loop(probability, in_block=False), r"case 2/5 .*\n.* revealed generated position\(s\) "
+     r"\[10\] of row 0, outside the current block"),
+    (a_loop(probability_of_the_canvas_token), r"case 1/5 \(one block of 32.*\n.*not the most "
+     r"confident ones"),
+    (a_loop(raw_logit), r"case 1/5 .*\n.*not the most confident ones"),
+    (a_loop(least_confident_first), r"case 1/5 .*\n.*not the most confident ones"),
+    (a_loop(softmax_over_positions), r"case \d/5 .*\n.*not the most confident ones"),
+    (a_loop(probability, calls_per_block=1), r"case 1/5 .*\n.*revealed 32 token\(s\) in row 0, "
+     r"expected 4(.|\n)*called the model 1 times; generate calls it once per step, 8 times"),
+    (a_loop(probability, all_steps_per_block=True), r"case 2/5 .*\n.*revealed 2 token\(s\) in "
+     r"row 0, expected 4"),
+    (a_loop(probability, whole_canvas=False), r"case 2/5 .*\nmodel call 1 got shape \(1, 17\), "
+     r"expected the whole canvas \(1, 37\)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("mistake, match", LOOP_MISTAKES, ids=[
+    "whole_canvas_schedule", "reveals_outside_the_block", "probability_of_the_canvas_token",
+    "raw_logit", "least_confident_first", "softmax_over_positions", "one_call_per_block",
+    "all_steps_in_every_block", "model_sees_prompt_and_block_only",
+])  # fmt: skip
+def test_block_loop_mistake_fails(mistake, match):
+    assert_fails(check_block_loop, mistake, "2.2", match)
+
+
+def test_block_loop_ignoring_the_blocks_fails():
+    def one_block(model, prompt, gen_length, block_length, steps, mask_id):
+        return generate(model, prompt, gen_length, gen_length, steps, mask_id)
+
+    assert_fails(check_block_loop, one_block, "2.2", r"case 2/5 .*\n.*(outside the current block"
+                 r"|revealed \d+ token)")
+
+
+def test_a_loop_that_raises_is_reported_with_the_case():
+    def broken(model, prompt, gen_length, block_length, steps, mask_id):
+        model(prompt)
+        raise RuntimeError("oops")
+
+    message = assert_fails(check_block_loop, broken, "2.2", r"case 1/5 .*\n")
+    assert "RuntimeError: oops" in message
+
+
+def test_the_library_itself_passes(capsys):
+    def library(model, prompt, gen_length, block_length, steps, mask_id):
+        return generate(model, prompt, gen_length, block_length, steps, mask_id)
+
+    assert check_block_loop(library)
+    assert "Exercise 2.2 passed: 5 settings agree token for token" in capsys.readouterr().out
+
+
+# --- Exercise 2.3: gumbel_max --------------------------------------------------------------------
 
 
 def float32_noise(logits, temperature, u):  # the noise in float32: uniforms near 1 collapse
@@ -189,71 +310,7 @@ GUMBEL_MISTAKES = [
 
 @pytest.mark.parametrize("mistake, match", GUMBEL_MISTAKES, ids=ids(GUMBEL_MISTAKES))
 def test_gumbel_max_mistake_fails(mistake, match):
-    assert_fails(lesson2.check_gumbel_max, mistake, "2.2", match)
-
-
-# --- Exercise 2.3: low_confidence_reveal ----------------------------------------------------------
-
-
-def commit_top_k(x, x0, confidence, k, largest=True):
-    k = torch.as_tensor(k).expand(x.shape[0])
-    out = x.clone()
-    for b in range(x.shape[0]):
-        chosen = confidence[b].topk(int(k[b]), largest=largest).indices
-        out[b, chosen] = x0[b, chosen]
-    return out
-
-
-def argmax_probability(logits):
-    x0 = logits.argmax(dim=-1)
-    return x0, logits.double().softmax(dim=-1).gather(-1, x0[..., None])[..., 0]
-
-
-def includes_revealed(x, logits, k, mask_id):  # forgets to exclude already revealed positions
-    x0, p = argmax_probability(logits)
-    return commit_top_k(x, x0, p, k)
-
-
-def lowest_confidence_first(x, logits, k, mask_id):  # "low confidence" read as "least confident"
-    x0, p = argmax_probability(logits)
-    return commit_top_k(x, x0, torch.where(x == mask_id, p, math.inf), k, largest=False)
-
-
-def raw_logit_as_confidence(x, logits, k, mask_id):  # max logit, not its softmax probability
-    x0 = logits.argmax(dim=-1)
-    score = torch.where(x == mask_id, logits.max(dim=-1).values, -math.inf)
-    return commit_top_k(x, x0, score, k)
-
-
-def softmax_over_positions(x, logits, k, mask_id):  # softmax(dim=1): over L instead of V
-    x0 = logits.argmax(dim=-1)
-    p = logits.double().softmax(dim=1).gather(-1, x0[..., None])[..., 0]
-    return commit_top_k(x, x0, torch.where(x == mask_id, p, -math.inf), k)
-
-
-def top_k_of_the_whole_batch(x, logits, k, mask_id):  # sum(k) best over all rows together
-    x0, p = argmax_probability(logits)
-    p = torch.where(x == mask_id, p, -math.inf).flatten()
-    chosen = p.topk(int(torch.as_tensor(k).expand(x.shape[0]).sum())).indices
-    out = x.clone().flatten()
-    out[chosen] = x0.flatten()[chosen]
-    return out.view_as(x)
-
-
-LOW_CONFIDENCE_MISTAKES = [
-    (includes_revealed, r"case \d/4 \(.*\).*\n.*values differ"),
-    (lowest_confidence_first, r"case 1/4 \(k = 1 per row\).*\n.*values differ"),
-    (raw_logit_as_confidence, r"case 1/4 \(k = 1 per row\).*\n.*values differ"),
-    (softmax_over_positions, r"case 1/4 \(k = 1 per row\).*\n.*values differ"),
-    (top_k_of_the_whole_batch, r"case 1/4 \(k = 1 per row\).*\n.*values differ"),
-]
-
-
-@pytest.mark.parametrize(
-    "mistake, match", LOW_CONFIDENCE_MISTAKES, ids=ids(LOW_CONFIDENCE_MISTAKES)
-)
-def test_low_confidence_reveal_mistake_fails(mistake, match):
-    assert_fails(lesson2.check_low_confidence_step, mistake, "2.3", match)
+    assert_fails(lesson2.check_gumbel_max, mistake, "2.3", match)
 
 
 # --- Exercise 2.4: margin ------------------------------------------------------------------------
@@ -326,3 +383,76 @@ def test_unstable_softmax_float64_fails():
     assert_fails(
         lesson2.check_margin_confidence, unstable_softmax_float64, "2.4", r"case \d+/\d+ \("
     )
+
+
+# --- Exercise 2.5: the block length experiment ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def experiment(tinyshakespeare):
+    text = load_text("tinyshakespeare")
+    split = int(0.9 * len(text))
+    train_text, val_text = text[:split], text[split:]
+    # as in the lesson: the first 16 characters of every 40th line that starts with a letter
+    line_starts = [
+        i + 1 for i, c in enumerate(val_text[:-1]) if c == "\n" and val_text[i + 1].isalpha()
+    ]
+    starts = line_starts[::40][:16]
+    prompts = torch.stack([CHAR_TOKENIZER.encode(val_text[s : s + 16]) for s in starts])
+    return prompts, vocabulary(train_text)
+
+
+@cache
+def greedy(prompts_key, block_length, steps):
+    prompts = torch.tensor(prompts_key)
+    return generate(CHAR_MODEL, prompts, 64, block_length, steps, CHAR_TOKENIZER.mask_id)
+
+
+def measure(prompts, vocab, block_length, steps=8, with_prompt=False, per_row=False):
+    out = greedy(tuple(map(tuple, prompts.tolist())), block_length, steps)  # the mistakes reuse it
+    rows = out if with_prompt else out[:, prompts.shape[1] :]
+    texts = [CHAR_TOKENIZER.decode(r.tolist()) for r in rows]
+    if per_row:  # the mean of every row's fraction, not the fraction over all words
+        qs = [char_quality([t], vocab) for t in texts]
+        return sum(q.known_words for q in qs) / len(qs), char_quality(texts, vocab).entropy_bits
+    q = char_quality(texts, vocab)
+    return q.known_words, q.entropy_bits
+
+
+def run(experiment, **kwargs):
+    prompts, vocab = experiment
+    fn = lambda blocks: {b: measure(prompts, vocab, b, **kwargs) for b in blocks}  # noqa: E731
+    return lesson2.check_block_length_experiment(fn, CHAR_MODEL, CHAR_TOKENIZER, prompts, vocab)
+
+
+def test_the_experiment_passes_and_states_what_it_measured(capsys, experiment):
+    assert run(experiment)
+    out = capsys.readouterr().out
+    assert out.startswith("Exercise 2.5 passed: known words / character entropy ")
+    assert "From blocks of 8 to 64, the known-word fraction " in out
+
+
+def test_the_experiment_stub_is_not_attempted(capsys, experiment):
+    def stub(block_lengths):
+        raise NotImplementedError("Exercise 2.5: measure the quality at each block length")
+
+    prompts, vocab = experiment
+    check = lesson2.check_block_length_experiment
+    assert not check(stub, CHAR_MODEL, CHAR_TOKENIZER, prompts, vocab)
+    assert "Exercise 2.5 not attempted yet" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("mistake", [dict(with_prompt=True), dict(per_row=True), dict(steps=16)],
+                         ids=["scores_the_prompt_too", "averages_per_row", "other_steps"])
+def test_the_experiment_refuses_other_measurements(experiment, mistake):
+    with pytest.raises(ExerciseFailed, match=r"^Exercise 2.5: block length \d+: expected known "
+                       r"words .* Generate 64 characters after every prompt in 8 steps"):
+        run(experiment, **mistake)
+
+
+def test_the_experiment_wants_every_block_length(experiment):
+    prompts, vocab = experiment
+    with pytest.raises(ExerciseFailed, match=r"expected a dict with the keys \[8, 16, 32, 64\]"):
+        lesson2.check_block_length_experiment(
+            lambda blocks: {8: (0.5, 3.0)}, CHAR_MODEL, CHAR_TOKENIZER, prompts, vocab
+        )

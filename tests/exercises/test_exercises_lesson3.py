@@ -7,7 +7,16 @@ import torch
 import torch.nn.functional as F
 from checker_cases import assert_fails, ids, solution_and_stub_tests
 
-from minillada.exercises import lesson3
+from minillada.data.reversal import make_reversal_task
+from minillada.diffusion.likelihood import (
+    conditional_nelbo_samples,
+    estimate_conditional_nll,
+    mask_exactly,
+    stratified_mask_counts,
+)
+from minillada.evaluation.reversal import twin_config
+from minillada.exercises import ExerciseFailed, lesson3
+from minillada.models.tiny_transformer import TinyTransformer, TinyTransformerConfig
 
 # --- the solutions, as in notebooks/solutions/03_likelihood_and_autoregression.ipynb ------------
 
@@ -26,37 +35,97 @@ def l_estimator_terms(logits, answer, masked):
     return (ce.double() * masked).sum(dim=1) * (L / masked.sum(dim=1).double())
 
 
+def spread_of(model, windows, mask_id, repeats, method, seed_of=lambda r: r, std=torch.std,
+              mc_num=8, batch_size=8, per_token=True, average="rms"):  # fmt: skip
+    """Exercise 3.3's measurement for one method, with knobs for the mistakes below."""
+    empty = torch.empty(0, dtype=torch.long)
+    est = torch.tensor(
+        [
+            [
+                conditional_nelbo_samples(
+                    model, empty, w, mask_id, mc_num=mc_num, batch_size=batch_size,
+                    method=method, generator=torch.Generator().manual_seed(seed_of(r)),
+                ).mean().item() / (len(w) if per_token else 1)
+                for r in range(repeats)
+            ]
+            for w in windows
+        ]
+    )  # (windows, repeats), float32 as a learner may well build it  # fmt: skip
+    sd = std(est, dim=1)
+    return (sd.pow(2).mean().sqrt() if average == "rms" else sd.mean()).item()
+
+
+def choose_by_likelihood(model, mask_id, context, options, mc_num, seed):
+    loglik = []
+    for option in options:  # the same seed for every option: common random numbers
+        est_option = estimate_conditional_nll(
+            model, context, option, mask_id, mc_num=mc_num, batch_size=mc_num, seed=seed
+        )
+        loglik.append(est_option.log_likelihood)
+    per_token = [score / len(option) for score, option in zip(loglik, options, strict=True)]
+    raw_choice = max(range(len(options)), key=lambda i: loglik[i])
+    normalised_choice = max(range(len(options)), key=lambda i: per_token[i])
+    return loglik, raw_choice, normalised_choice
+
+
 def sequence_log_prob(model, x, bos_id):
     inp = torch.cat([torch.full_like(x[:, :1], bos_id), x[:, :-1]], dim=1)  # (N, L)
     logp = model(inp).double().log_softmax(dim=-1)  # (N, L, V)
     return logp.gather(-1, x[..., None]).squeeze(-1).sum(dim=1)
 
 
+def reversal_questions(task, people, template):
+    N, M = task.num_people, task.mask_id
+    if template == "forward":
+        return [[i, task.forward_id, M] for i in people], 2, [N + i for i in people]
+    if template == "infill":
+        return [[M, task.forward_id, N + i] for i in people], 0, list(people)
+    return [[N + i, task.backward_id, M] for i in people], 2, list(people)
+
+
+@torch.no_grad()
+def answer_questions(model, task, people, template, ban_mask=True, questions=reversal_questions):
+    q, pos, right = questions(task, people, template)
+    logits = model(torch.tensor(q))[:, pos]  # (n, V)
+    if ban_mask:
+        logits[:, task.mask_id] = float("-inf")
+    answers = logits.argmax(dim=-1)
+    return answers, int((answers == torch.tensor(right)).sum())
+
+
 # --- the stubs, as in notebooks/03_likelihood_and_autoregression.ipynb ---------------------------
 
 
 def spread_mask_counts_stub(answer_len, batch_size, k):
-    raise NotImplementedError(
-        "Exercise 3.1: round(linspace(k, k + (b-1) L / b, b)), wrapped into 1..L"
-    )
+    raise NotImplementedError("Exercise 3.1: write LLaDA's stratified mask counts for one batch")
 
 
 def l_estimator_terms_stub(logits, answer, masked):
-    raise NotImplementedError(
-        "Exercise 3.3: per row, (L / number masked) * sum over masked positions of cross-entropy"
-    )
+    raise NotImplementedError("Exercise 3.2: compute one l-estimator sample per row")
+
+
+def measure_spread_stub(methods):
+    raise NotImplementedError("Exercise 3.3: measure both estimators' spread at 8 samples")
+
+
+def choose_by_likelihood_stub(model, mask_id, context, options, mc_num, seed):
+    raise NotImplementedError("Exercise 3.4: score every option and pick the best")
 
 
 def sequence_log_prob_stub(model, x, bos_id):
-    raise NotImplementedError(
-        "Exercise 3.2: feed [BOS, x_1..x_{L-1}], return sum_i log p(x_i | BOS, x_<i) per row, (N,)"
-    )
+    raise NotImplementedError("Exercise 3.5: compute each sequence's exact log-likelihood")
+
+
+def answer_questions_stub(model, task, people, template):
+    raise NotImplementedError("Exercise 3.6: ask the diffusion model and count its right answers")
 
 
 EXERCISES = [
     ("3.1", lesson3.check_spread_mask_counts, spread_mask_counts, spread_mask_counts_stub),
-    ("3.2", lesson3.check_sequence_log_prob, sequence_log_prob, sequence_log_prob_stub),
-    ("3.3", lesson3.check_l_estimator_terms, l_estimator_terms, l_estimator_terms_stub),
+    ("3.2", lesson3.check_l_estimator_terms, l_estimator_terms, l_estimator_terms_stub),
+    ("3.4", lesson3.check_choose_by_likelihood, choose_by_likelihood, choose_by_likelihood_stub),
+    ("3.5", lesson3.check_sequence_log_prob, sequence_log_prob, sequence_log_prob_stub),
+    ("3.6", lesson3.check_answer_questions, answer_questions, answer_questions_stub),
 ]
 test_solution_passes, test_stub_is_not_attempted = solution_and_stub_tests(EXERCISES)
 
@@ -117,7 +186,253 @@ def test_round_half_up_fails():
     assert_fails(lesson3.check_spread_mask_counts, round_half_up, "3.1", r"case \d+/\d+ \(")
 
 
-# --- Exercise 3.2: sequence_log_prob -------------------------------------------------------------
+# --- Exercise 3.2: l_estimator_terms -------------------------------------------------------------
+
+
+def masked_ce(logits, answer, masked):
+    b, L = masked.shape
+    ce = F.cross_entropy(logits.float().transpose(1, 2), answer.expand(b, L), reduction="none")
+    return ce.double() * masked
+
+
+def forgets_the_weight(logits, answer, masked):  # no L / l: just the masked cross-entropy
+    return masked_ce(logits, answer, masked).sum(dim=1)
+
+
+def mean_over_masked(logits, answer, masked):  # 1 / l without the factor L
+    return masked_ce(logits, answer, masked).sum(dim=1) / masked.sum(dim=1)
+
+
+def inverted_weight(logits, answer, masked):  # l / L instead of L / l
+    b, L = masked.shape
+    return masked_ce(logits, answer, masked).sum(dim=1) * masked.sum(dim=1) / L
+
+
+def every_position(logits, answer, masked):  # the cross-entropy of unmasked positions too
+    b, L = masked.shape
+    ce = masked_ce(logits, answer, torch.ones_like(masked))
+    return ce.sum(dim=1) * (L / masked.sum(dim=1).double())
+
+
+def batch_count(logits, answer, masked):  # l counted over the whole batch, not per row
+    b, L = masked.shape
+    return masked_ce(logits, answer, masked).sum(dim=1) * (L / masked.sum().double())
+
+
+def log_likelihood_sign(logits, answer, masked):  # sum of log p: the negative of the bound
+    b, L = masked.shape
+    return -masked_ce(logits, answer, masked).sum(dim=1) * (L / masked.sum(dim=1).double())
+
+
+def averages_the_rows(logits, answer, masked):  # returns the mean estimate, not one per row
+    return l_estimator_terms(logits, answer, masked).mean()
+
+
+L_ESTIMATOR_MISTAKES = [
+    (forgets_the_weight, r"case 1/3 \(4 rows masking 1, 2, 4 and 6 of 6.*\).*\n.*values differ"),
+    (mean_over_masked, r"case 1/3 \(4 rows masking 1, 2, 4 and 6 of 6.*\).*\n.*values differ"),
+    (inverted_weight, r"case 1/3 \(4 rows masking 1, 2, 4 and 6 of 6.*\).*\n.*values differ"),
+    (every_position, r"case 1/3 \(4 rows masking 1, 2, 4 and 6 of 6.*\).*\n.*values differ"),
+    (batch_count, r"case 1/3 \(4 rows masking 1, 2, 4 and 6 of 6.*\).*\n.*values differ"),
+    (log_likelihood_sign, r"case 1/3 \(4 rows masking 1, 2, 4 and 6 of 6.*\).*\n.*values differ"),
+    (averages_the_rows, r"case 1/3 \(4 rows masking.*\).*\n.*expected shape \(4,\), got \(\)"),
+]
+
+
+@pytest.mark.parametrize("mistake, match", L_ESTIMATOR_MISTAKES, ids=ids(L_ESTIMATOR_MISTAKES))
+def test_l_estimator_terms_mistake_fails(mistake, match):
+    assert_fails(lesson3.check_l_estimator_terms, mistake, "3.2", match)
+
+
+# --- Exercise 3.3: the estimators' spread at 8 samples (an experiment) ---------------------------
+
+MASK = 8
+REPEATS = 4
+
+
+@pytest.fixture(scope="module")
+def spread_setup():
+    cfg = TinyTransformerConfig(vocab_size=9, block_size=16, n_layer=1, n_head=2, n_embd=16)
+    model = TinyTransformer(cfg, generator=torch.Generator().manual_seed(0)).eval()
+    windows = torch.randint(0, 8, (3, 12), generator=torch.Generator().manual_seed(1))
+    return model, windows
+
+
+def measurement(setup, **mistake):
+    model, windows = setup
+    return lambda methods: {
+        m: spread_of(model, windows, MASK, REPEATS, mistake.get(m, m), **mistake.get("knobs", {}))
+        for m in methods
+    }
+
+
+def test_the_experiment_passes_and_judges_the_outcome(capsys, spread_setup):
+    model, windows = spread_setup
+    assert lesson3.check_estimator_spread(measurement(spread_setup), model, windows, MASK, REPEATS)
+    out = capsys.readouterr().out
+    assert out.startswith("Exercise 3.3 passed: your spreads agree with the library's (3 windows")
+    sd_t, sd_l = (lesson3.estimator_spread(model, windows, MASK, m, REPEATS) for m in "tl")
+    lower = "l" if sd_t >= sd_l else "t"
+    factor = max(sd_t, sd_l) ** 2 / min(sd_t, sd_l) ** 2
+    assert f"the {lower}-estimator had the lower variance" in out
+    assert f"a variance {factor:.2f}x lower" in out
+    noise = lesson3.variance_ratio_noise(len(windows), REPEATS)
+    assert ("outside" if factor > noise else "within") + " this measurement's noise" in out
+
+
+def test_the_noise_band_of_a_variance_ratio():
+    # 8 windows x 20 repeats: 152 degrees of freedom per pooled variance
+    assert lesson3.variance_ratio_noise(8, 20) == pytest.approx(math.exp(2 * math.sqrt(4 / 152)))
+    assert lesson3.variance_ratio_noise(8, 20) < lesson3.variance_ratio_noise(2, 4)
+
+
+def test_the_experiment_stub_is_not_attempted(capsys, spread_setup):
+    model, windows = spread_setup
+    assert not lesson3.check_estimator_spread(measure_spread_stub, model, windows, MASK, REPEATS)
+    out = capsys.readouterr().out
+    assert "Exercise 3.3 not attempted yet" in out and "passed" not in out
+
+
+SPREAD_MISTAKES = {
+    "population_std": {"knobs": {"std": lambda e, dim: e.std(dim=dim, correction=0)}},
+    "one_seed_for_every_repeat": {"knobs": {"seed_of": lambda r: 0}},
+    "seeds_from_one": {"knobs": {"seed_of": lambda r: r + 1}},
+    "per_sequence_not_per_token": {"knobs": {"per_token": False}},
+    "mean_of_the_stds": {"knobs": {"average": "mean"}},
+    "two_mini_batches_of_four": {"knobs": {"batch_size": 4}},
+    "sixteen_samples": {"knobs": {"mc_num": 16, "batch_size": 16}},
+    "methods_swapped": {"t": "l", "l": "t"},
+}
+
+
+@pytest.mark.parametrize("name", list(SPREAD_MISTAKES))
+def test_a_wrong_measurement_fails(spread_setup, name):
+    model, windows = spread_setup
+    message = assert_fails(
+        lambda fn: lesson3.check_estimator_spread(fn, model, windows, MASK, REPEATS),
+        measurement(spread_setup, **SPREAD_MISTAKES[name]),
+        "3.3",
+        r"the t-estimator's spread: expected 0\.\d+ nats/token \(3 windows x 4 repeats\), got",
+    )
+    assert "conditional_nelbo_samples" in message
+
+
+def test_a_dict_with_other_keys_fails(spread_setup):
+    model, windows = spread_setup
+    with pytest.raises(ExerciseFailed, match=r"^Exercise 3.3: expected a dict with the keys"):
+        lesson3.check_estimator_spread(lambda ms: {"l": 0.1}, model, windows, MASK, REPEATS)
+
+
+# --- Exercise 3.4: multiple choice by likelihood -------------------------------------------------
+
+
+def seed_per_option(model, mask_id, context, options, mc_num, seed):  # no common random numbers
+    loglik = [
+        estimate_conditional_nll(
+            model, context, o, mask_id, mc_num=mc_num, batch_size=mc_num, seed=seed + i
+        ).log_likelihood
+        for i, o in enumerate(options)
+    ]
+    norm = [s / len(o) for s, o in zip(loglik, options, strict=True)]
+    return loglik, loglik.index(max(loglik)), norm.index(max(norm))
+
+
+def one_generator_for_all(model, mask_id, context, options, mc_num, seed):  # the same: no CRN
+    g = torch.Generator().manual_seed(seed)
+    loglik = [
+        -conditional_nelbo_samples(model, context, o, mask_id, mc_num, mc_num, generator=g)
+        .mean().item()
+        for o in options
+    ]  # fmt: skip
+    norm = [s / len(o) for s, o in zip(loglik, options, strict=True)]
+    return loglik, loglik.index(max(loglik)), norm.index(max(norm))
+
+
+def small_mini_batches(model, mask_id, context, options, mc_num, seed):  # stratified over 4 rows
+    loglik = [
+        estimate_conditional_nll(
+            model, context, o, mask_id, mc_num=mc_num, batch_size=4, seed=seed
+        ).log_likelihood
+        for o in options
+    ]
+    norm = [s / len(o) for s, o in zip(loglik, options, strict=True)]
+    return loglik, loglik.index(max(loglik)), norm.index(max(norm))
+
+
+def returns_the_bounds(model, mask_id, context, options, mc_num, seed):  # -log p, then argmin
+    loglik, _, _ = choose_by_likelihood(model, mask_id, context, options, mc_num, seed)
+    nll = [-s for s in loglik]
+    norm = [s / len(o) for s, o in zip(nll, options, strict=True)]
+    return nll, nll.index(min(nll)), norm.index(min(norm))
+
+
+def lowest_raw_score(model, mask_id, context, options, mc_num, seed):  # argmin of log p
+    loglik, _, norm = choose_by_likelihood(model, mask_id, context, options, mc_num, seed)
+    return loglik, loglik.index(min(loglik)), norm
+
+
+def raw_for_both(model, mask_id, context, options, mc_num, seed):  # acc_norm never normalised
+    loglik, raw, _ = choose_by_likelihood(model, mask_id, context, options, mc_num, seed)
+    return loglik, raw, raw
+
+
+def normalised_by_context_and_option(model, mask_id, context, options, mc_num, seed):
+    loglik, raw, _ = choose_by_likelihood(model, mask_id, context, options, mc_num, seed)
+    norm = [s / (len(context) + len(o)) for s, o in zip(loglik, options, strict=True)]
+    return loglik, raw, norm.index(max(norm))
+
+
+CHOICE_MISTAKES = [
+    (seed_per_option, r"case 1/3 \(4 options.*\):\nlog-likelihoods: .*common random numbers"),
+    (one_generator_for_all, r"case 1/3 \(4 options.*\):\nlog-likelihoods: .*common random"),
+    (small_mini_batches, r"case 1/3 \(4 options.*\):\nlog-likelihoods: .*one mini-batch"),
+    (returns_the_bounds, r"case 1/3 \(4 options.*\):\nlog-likelihoods: .*their negatives"),
+    (lowest_raw_score, r"case 1/3 \(4 options.*\):\nraw choice: expected option 2"),
+    (raw_for_both, r"case 2/3 \(options of 2, 7.*\):\nnormalised choice: expected option 2"),
+    (normalised_by_context_and_option, r"case 2/3 \(.*\):\nnormalised choice: .*own length"),
+]
+
+
+@pytest.mark.parametrize("mistake, match", CHOICE_MISTAKES, ids=ids(CHOICE_MISTAKES))
+def test_choose_by_likelihood_mistake_fails(mistake, match):
+    assert_fails(lesson3.check_choose_by_likelihood, mistake, "3.4", match)
+
+
+def test_a_hand_built_estimator_with_float32_cross_entropy_passes(capsys):
+    # the lesson's l_samples_by_hand: the same draws, its own (float32) cross-entropy
+    @torch.no_grad()
+    def by_hand(model, mask_id, context, options, mc_num, seed):
+        loglik = []
+        for o in options:
+            g = torch.Generator().manual_seed(seed)
+            counts = stratified_mask_counts(len(o), mc_num, g)
+            masked = mask_exactly(counts, len(o), g)
+            x = torch.cat([context, o]).expand(mc_num, -1).clone()
+            x[:, len(context):][masked] = mask_id
+            logits = model(x)[:, len(context):]
+            ce = F.cross_entropy(logits.transpose(1, 2), o.expand(mc_num, -1), reduction="none")
+            terms = (ce * masked).sum(dim=1) * len(o) / counts
+            loglik.append(-terms.mean().item())
+        norm = [s / len(o) for s, o in zip(loglik, options, strict=True)]
+        return loglik, loglik.index(max(loglik)), norm.index(max(norm))
+
+    assert lesson3.check_choose_by_likelihood(by_hand)
+    assert "Exercise 3.4 passed: 3 cases agree" in capsys.readouterr().out
+
+
+def test_the_lesson_items_are_extra_cases(capsys):
+    model = TinyTransformer(
+        TinyTransformerConfig(vocab_size=9, block_size=24, n_layer=1, n_head=2, n_embd=16),
+        generator=torch.Generator().manual_seed(4),
+    ).eval()
+    g = torch.Generator().manual_seed(0)
+    items = [(torch.randint(0, 8, (6,), generator=g), [torch.randint(0, 8, (5,), generator=g)
+              for _ in range(4)]) for _ in range(2)]  # fmt: skip
+    assert lesson3.check_choose_by_likelihood(choose_by_likelihood, model, MASK, items)
+    assert "Exercise 3.4 passed: 5 cases agree" in capsys.readouterr().out
+
+
+# --- Exercise 3.5: sequence_log_prob -------------------------------------------------------------
 
 
 def with_bos(x, bos_id):
@@ -174,64 +489,73 @@ def test_sequence_log_prob_mistake_fails(mistake):
     assert_fails(
         lesson3.check_sequence_log_prob,
         mistake,
-        "3.2",
+        "3.5",
         r"case 1/3 \(3 sequences of 12 tokens\).*\n.*values differ",
     )
 
 
-# --- Exercise 3.3: l_estimator_terms -------------------------------------------------------------
 
 
-def masked_ce(logits, answer, masked):
-    b, L = masked.shape
-    ce = F.cross_entropy(logits.float().transpose(1, 2), answer.expand(b, L), reduction="none")
-    return ce.double() * masked
+# --- Exercise 3.6: the reversal questions, asked by hand -----------------------------------------
 
 
-def forgets_the_weight(logits, answer, masked):  # no L / l: just the masked cross-entropy
-    return masked_ce(logits, answer, masked).sum(dim=1)
+def infill_on_the_right(task, people, template):  # '482 > _': the fact's order turned around
+    q, pos, right = reversal_questions(task, people, template)
+    if template == "infill":
+        N, M = task.num_people, task.mask_id
+        return [[N + i, task.forward_id, M] for i in people], 2, right
+    return q, pos, right
 
 
-def mean_over_masked(logits, answer, masked):  # 1 / l without the factor L
-    return masked_ce(logits, answer, masked).sum(dim=1) / masked.sum(dim=1)
+def backward_with_the_forward_relation(task, people, template):  # '482 > _' for backward
+    q, pos, right = reversal_questions(task, people, template)
+    if template == "backward":
+        q = [[a, task.forward_id, c] for a, _, c in q]
+    return q, pos, right
 
 
-def inverted_weight(logits, answer, masked):  # l / L instead of L / l
-    b, L = masked.shape
-    return masked_ce(logits, answer, masked).sum(dim=1) * masked.sum(dim=1) / L
+def the_name_is_always_right(task, people, template):  # forward answers counted against names
+    q, pos, _ = reversal_questions(task, people, template)
+    return q, pos, list(people)
 
 
-def every_position(logits, answer, masked):  # the cross-entropy of unmasked positions too
-    b, L = masked.shape
-    ce = masked_ce(logits, answer, torch.ones_like(masked))
-    return ce.sum(dim=1) * (L / masked.sum(dim=1).double())
+def reads_the_last_position(task, people, template):  # infill read at position 2, not 0
+    q, _, right = reversal_questions(task, people, template)
+    return q, 2, right
 
 
-def batch_count(logits, answer, masked):  # l counted over the whole batch, not per row
-    b, L = masked.shape
-    return masked_ce(logits, answer, masked).sum(dim=1) * (L / masked.sum().double())
+def can_answer_with_the_mask(model, task, people, template):  # no ban on the mask token
+    return answer_questions(model, task, people, template, ban_mask=False)
 
 
-def log_likelihood_sign(logits, answer, masked):  # sum of log p: the negative of the bound
-    b, L = masked.shape
-    return -masked_ce(logits, answer, masked).sum(dim=1) * (L / masked.sum(dim=1).double())
+def asks_with(questions):
+    def ask(model, task, people, template):
+        return answer_questions(model, task, people, template, questions=questions)
+
+    ask.__name__ = questions.__name__
+    return ask
 
 
-def averages_the_rows(logits, answer, masked):  # returns the mean estimate, not one per row
-    return l_estimator_terms(logits, answer, masked).mean()
+REVERSAL_MISTAKES = [
+    (can_answer_with_the_mask, r"case 1/3 \(an untrained model on 6 people, forward\):\n"
+     r"answers: values differ(.*\n)+.*never answer with the mask token itself"),
+    (asks_with(infill_on_the_right), r"case 2/3 \(.*infill\):\nanswers: values differ"),
+    (asks_with(backward_with_the_forward_relation),
+     r"case 3/3 \(.*backward\):\nanswers: values differ"),
+    (asks_with(the_name_is_always_right),
+     r"case 1/3 \(.*forward\):\nnumber correct: expected 0, got 1: the right answer is the number"),
+    (asks_with(reads_the_last_position), r"case 2/3 \(.*infill\):\nanswers: values differ"),
+]  # fmt: skip
 
 
-L_ESTIMATOR_MISTAKES = [
-    (forgets_the_weight, r"case 1/3 \(4 rows masking 1, 2, 4 and 6 of 6.*\).*\n.*values differ"),
-    (mean_over_masked, r"case 1/3 \(4 rows masking 1, 2, 4 and 6 of 6.*\).*\n.*values differ"),
-    (inverted_weight, r"case 1/3 \(4 rows masking 1, 2, 4 and 6 of 6.*\).*\n.*values differ"),
-    (every_position, r"case 1/3 \(4 rows masking 1, 2, 4 and 6 of 6.*\).*\n.*values differ"),
-    (batch_count, r"case 1/3 \(4 rows masking 1, 2, 4 and 6 of 6.*\).*\n.*values differ"),
-    (log_likelihood_sign, r"case 1/3 \(4 rows masking 1, 2, 4 and 6 of 6.*\).*\n.*values differ"),
-    (averages_the_rows, r"case 1/3 \(4 rows masking.*\).*\n.*expected shape \(4,\), got \(\)"),
-]
+@pytest.mark.parametrize("mistake, match", REVERSAL_MISTAKES, ids=ids(REVERSAL_MISTAKES))
+def test_answer_questions_mistake_fails(mistake, match):
+    assert_fails(lesson3.check_answer_questions, mistake, "3.6", match)
 
 
-@pytest.mark.parametrize("mistake, match", L_ESTIMATOR_MISTAKES, ids=ids(L_ESTIMATOR_MISTAKES))
-def test_l_estimator_terms_mistake_fails(mistake, match):
-    assert_fails(lesson3.check_l_estimator_terms, mistake, "3.3", match)
+def test_the_lesson_twin_adds_three_cases(capsys):
+    task = make_reversal_task(num_people=10, seed=0)
+    init = torch.Generator().manual_seed(0)
+    twin = TinyTransformer(twin_config(task, False, 1, 16), generator=init)
+    assert lesson3.check_answer_questions(answer_questions, twin.eval(), task, task.held_out[:4])
+    assert "Exercise 3.6 passed: 6 cases agree" in capsys.readouterr().out

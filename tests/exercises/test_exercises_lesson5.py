@@ -2,12 +2,16 @@
 
 import json
 import struct
+from pathlib import Path
 
 import pytest
 import torch
 from checker_cases import assert_fails, ids, solution_and_stub_tests
+from safetensors import safe_open
 
+from minillada.checkpoints.hf import read_hf_config
 from minillada.exercises import lesson5
+from minillada.models.llada import LLaDAModel, preset
 
 # --- the solutions, as in notebooks/solutions/05_the_8b_architecture.ipynb -----------------------
 
@@ -47,10 +51,43 @@ def read_tensor(path, key):
     return torch.frombuffer(data, dtype=SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"])
 
 
-def attention_parameters(config):
-    D = config.d_model
-    Dkv = (config.n_kv_heads or config.n_heads) * (D // config.n_heads)
-    return D * D + 2 * Dkv * D + D * D  # q, k and v, output
+def load_snapshot(folder, model_key):
+    config = read_hf_config(folder)
+    model = LLaDAModel(config, device="meta")  # names and shapes, no memory
+    expected = {name: tuple(p.shape) for name, p in model.state_dict().items()}
+    weight_map = json.loads((Path(folder) / "model.safetensors.index.json").read_text())
+    tensors = {}
+    for shard in sorted(set(weight_map["weight_map"].values())):  # every shard, each once
+        with safe_open(Path(folder) / shard, framework="pt") as f:
+            for key in f.keys():
+                name = model_key(key)
+                if name not in expected:
+                    raise KeyError(f"{key} in {shard} fills no parameter of the model ({name})")
+                tensor = f.get_tensor(key)
+                if tuple(tensor.shape) != expected[name]:
+                    raise ValueError(
+                        f"{key} in {shard}: shape {tuple(tensor.shape)}, the model's is "
+                        f"{expected[name]}"
+                    )
+                tensors[name] = tensor
+    missing = sorted(set(expected) - set(tensors))
+    if missing:
+        raise KeyError(f"the snapshot has no tensor for {missing[:3]}")
+    model.load_state_dict(tensors, assign=True)  # the meta parameters replaced by the tensors
+    return model.eval()
+
+
+def measure_kv_heads(kv_heads):
+    results = {}
+    for h in kv_heads:
+        meta_llada = LLaDAModel(preset("llada_8b", n_kv_heads=h), device="meta")
+        parameters = sum(p.numel() for p in meta_llada.parameters())
+        kv_features = sum(
+            block.k_proj.weight.shape[0] + block.v_proj.weight.shape[0]
+            for block in meta_llada.transformer.blocks
+        )
+        results[h] = (parameters, 2 * kv_features)  # 2 bytes per value in bf16
+    return results
 
 
 def illada_key(llada_key):
@@ -71,43 +108,40 @@ def illada_key(llada_key):
     return f"model.layers.{n}.{block[part]}.weight"
 
 
-# --- the stubs, as in notebooks/05_the_8b_architecture.ipynb --------------------------------------
+# --- the stubs, as in notebooks/05_the_8b_architecture.ipynb -------------------------------------
 
 
 def llada_parameters_stub(config):
-    raise NotImplementedError(
-        "Exercise 5.1: embedding + head + n_layers * (attention + MLP + 2 norms) + ln_f"
-    )
+    raise NotImplementedError("Exercise 5.1: count LLaDAModel(config)'s parameters from the config")
 
 
 def block_keys_stub(config, n):
-    raise NotImplementedError(
-        "Exercise 5.2: {'model.transformer.blocks.<n>.<name>.weight': shape} for the 9 tensors"
-    )
+    raise NotImplementedError("Exercise 5.2: list block n's released keys with their shapes")
 
 
 def read_tensor_stub(path, key):
-    raise NotImplementedError(
-        "Exercise 5.3: struct-unpack N, json-load the header, read bytes [8+N+begin, 8+N+end)"
-    )
+    raise NotImplementedError("Exercise 5.3: read one tensor from the safetensors file's bytes")
 
 
-def attention_parameters_stub(config):
-    raise NotImplementedError(
-        "Exercise 5.4: the four projections of one block, with n_kv_heads key/value heads"
-    )
+def load_snapshot_stub(folder, model_key):
+    raise NotImplementedError("Exercise 5.4: write the loop that loads a sharded snapshot")
+
+
+def measure_kv_heads_stub(kv_heads):
+    raise NotImplementedError("Exercise 5.5: measure LLaDA-8B for each number of key/value heads")
 
 
 def illada_key_stub(llada_key):
-    raise NotImplementedError("Exercise 5.5: the table above, as a function of the LLaDA name")
+    raise NotImplementedError("Exercise 5.6: name a LLaDA tensor as an iLLaDA snapshot does")
 
 
 EXERCISES = [
     ("5.1", lesson5.check_parameter_count, llada_parameters, llada_parameters_stub),
     ("5.2", lesson5.check_block_keys, block_keys, block_keys_stub),
     ("5.3", lesson5.check_read_tensor, read_tensor, read_tensor_stub),
-    ("5.4", lesson5.check_gqa_parameters, attention_parameters, attention_parameters_stub),
-    ("5.5", lesson5.check_illada_key, illada_key, illada_key_stub),
+    ("5.4", lesson5.check_load_snapshot, load_snapshot, load_snapshot_stub),
+    ("5.5", lesson5.check_kv_heads_experiment, measure_kv_heads, measure_kv_heads_stub),
+    ("5.6", lesson5.check_illada_key, illada_key, illada_key_stub),
 ]
 test_solution_passes, test_stub_is_not_attempted = solution_and_stub_tests(EXERCISES)
 
@@ -321,35 +355,171 @@ def test_read_tensor_mistake_fails(mistake, match):
     assert_fails(lesson5.check_read_tensor, mistake, "5.3", match)
 
 
-# --- Exercise 5.4: attention_parameters (iLLaDA) ------------------------------------------------
+# --- Exercise 5.4: load_snapshot -----------------------------------------------------------------
 
 
-def test_gqa_mistakes_fail():
-    def ignores_kv_heads(config):  # every projection D x D, as in LLaDA
-        return 4 * config.d_model**2
+def loop(folder, model_key, shards=None, change=None, check_shapes=True, check_filled=True):
+    """A hand-written loader with one of its steps swapped for a mistake; fills the meta model
+    parameter by parameter, as the library does."""
+    model = LLaDAModel(read_hf_config(folder), device="meta")
+    params = dict(model.named_parameters())
+    weight_map = json.loads((Path(folder) / "model.safetensors.index.json").read_text())
+    files = sorted(set(weight_map["weight_map"].values()))
+    for shard in shards(files) if shards else files:
+        with safe_open(Path(folder) / shard, framework="pt") as f:
+            for key in f.keys():
+                name = model_key(key)
+                tensor = f.get_tensor(key).clone()
+                tensor = change(tensor) if change else tensor
+                if check_shapes and tensor.shape != params[name].shape:
+                    raise ValueError(f"{key}: {tuple(tensor.shape)} != {tuple(params[name].shape)}")
+                module_name, _, attr = name.rpartition(".")
+                setattr(model.get_submodule(module_name), attr, torch.nn.Parameter(tensor))
+    left = [name for name, p in model.named_parameters() if p.is_meta]
+    if check_filled and left:
+        raise KeyError(f"unfilled: {left[:3]}")
+    return model
 
+
+def test_the_loop_with_setattr_passes():  # the checker's cases also accept this way of filling
+    assert lesson5.check_load_snapshot(loop)
+
+
+def skips_the_last_shard(folder, model_key):  # range(1, n) instead of range(1, n + 1)
+    return loop(folder, model_key, shards=lambda files: files[:-1], check_filled=False)
+
+
+def only_the_first_shard(folder, model_key):  # as if the snapshot were a single file
+    return loop(folder, model_key, shards=lambda files: files[:1], check_filled=False)
+
+
+def transposes_the_matrices(folder, model_key):  # takes the file for [in_features, out_features]
+    return loop(folder, model_key, change=lambda t: t.T if t.dim() == 2 else t, check_shapes=False)
+
+
+def casts_to_float32(folder, model_key):  # converts while loading
+    return loop(folder, model_key, change=lambda t: t.float())
+
+
+def ignores_model_key(folder, model_key):  # uses the released names as the model's
+    return loop(folder, lambda key: key)
+
+
+def swaps_gate_and_up(folder, model_key):  # a name table of its own, gate and up crossed
+    def crossed(key):
+        name = model_key(key)
+        if ".ff_proj." in name:
+            return name.replace("ff_proj", "up_proj")
+        return name.replace("up_proj", "ff_proj") if ".up_proj." in name else name
+
+    return loop(folder, crossed)
+
+
+def no_shape_check(folder, model_key):  # a wrong config.json goes unnoticed
+    return loop(folder, model_key, check_shapes=False)
+
+
+def no_check_that_all_were_filled(folder, model_key):  # a missing tensor goes unnoticed
+    return loop(folder, model_key, check_filled=False)
+
+
+def extra_keys_skipped(folder, model_key):  # a tensor the model lacks is silently dropped
+    model = LLaDAModel(read_hf_config(folder), device="meta")
+    own = model.state_dict()
+    tensors = {}
+    weight_map = json.loads((Path(folder) / "model.safetensors.index.json").read_text())
+    for shard in sorted(set(weight_map["weight_map"].values())):
+        with safe_open(Path(folder) / shard, framework="pt") as f:
+            tensors |= {model_key(k): f.get_tensor(k) for k in f.keys() if model_key(k) in own}
+    model.load_state_dict(tensors, assign=True, strict=False)
+    return model if not [n for n, p in model.named_parameters() if p.is_meta] else 1 / 0
+
+
+FIRST = r"case 1/4 \(the 'tiny' preset in bfloat16 over 3 shards, LLaDA's layout.*\n"
+LOAD_MISTAKES = [
+    (skips_the_last_shard, FIRST + r"expected every parameter filled from the snapshot, but 7 of "
+     r"the model's 21 tensors are still on the meta device"),
+    (only_the_first_shard, FIRST + r".*still on the meta device.*Every shard the index names"),
+    (transposes_the_matrices, FIRST + r"model\.transformer\.wte\.weight: expected shape \(512, "
+     r"64\), got \(64, 512\): the same sizes in reverse"),
+    (casts_to_float32, FIRST + r".*: expected dtype torch\.bfloat16, the one stored in the file, "
+     r"got torch\.float32"),
+    (ignores_model_key, r"your function raised \w+Error.*\n  on case 4/4: iLLaDA's layout"),
+    (swaps_gate_and_up, FIRST + r"model\.transformer\.blocks\.0\.ff_proj\.weight: expected the "
+     r"values of the snapshot's tensor.*check the name each key maps to"),
+    (no_shape_check, r"config\.json says 4 key/value heads, the shards hold 2.*: expected an "
+     r"error, but your function returned a model"),
+    (no_check_that_all_were_filled, r"model\.transformer\.ln_f\.weight is in no shard.*: expected "
+     r"an error"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("mistake, match", LOAD_MISTAKES, ids=ids(LOAD_MISTAKES))
+def test_load_snapshot_mistake_fails(mistake, match):
+    assert_fails(lesson5.check_load_snapshot, mistake, "5.4", match)
+
+
+def test_a_loader_that_drops_unknown_tensors_fails():
     assert_fails(
-        lesson5.check_gqa_parameters, ignores_kv_heads, "5.4", r"case 2/5 \(iLLaDA-8B.*\n.*expected"
-    )
-
-    def kv_heads_times_d(config):  # forgets the head dimension: Hkv x D instead of Hkv x Dh x D
-        D = config.d_model
-        return 2 * D * D + 2 * (config.n_kv_heads or config.n_heads) * D
-
-    assert_fails(lesson5.check_gqa_parameters, kv_heads_times_d, "5.4", r"case 1/5")
-
-    def none_crashes(config):  # n_kv_heads=None taken literally
-        return 2 * config.d_model**2 + 2 * config.n_kv_heads * config.head_dim * config.d_model
-
-    assert_fails(
-        lesson5.check_gqa_parameters,
-        none_crashes,
+        lesson5.check_load_snapshot,
+        extra_keys_skipped,
         "5.4",
-        r"your function raised TypeError.*\n  on case 4/5: n_kv_heads=None",
+        r"config\.json says 2 blocks, the shards hold 3: block 2's tensors fit no parameter: "
+        r"expected an error",
     )
 
 
-# --- Exercise 5.5: illada_key --------------------------------------------------------------------
+# --- Exercise 5.5: measure_kv_heads --------------------------------------------------------------
+
+
+def test_kv_heads_experiment_says_what_it_shows(capsys):
+    assert lesson5.check_kv_heads_experiment(measure_kv_heads)
+    out = capsys.readouterr().out
+    assert "parameters fall linearly, 33,554,432 per key/value head" in out
+    assert "8,015,581,184 with 32 heads, 6,975,393,792 with 1, 13.0% fewer" in out
+    assert "512 KiB with 32 heads, 16 KiB with 1, 32x less" in out
+    assert "with iLLaDA's 8 heads: 10.0% fewer parameters, 4x fewer bytes" in out
+
+
+def scaled(index, factor):  # one of the two measurements scaled, as a mistake would
+    def measure(kv_heads):
+        out = {}
+        for h, pair in measure_kv_heads(kv_heads).items():
+            pair = list(pair)
+            pair[index] = int(pair[index] * factor)
+            out[h] = tuple(pair)
+        return out
+
+    return measure
+
+
+def n_kv_heads_ignored(kv_heads):  # builds llada_8b as released every time
+    return {h: measure_kv_heads([32])[32] for h in kv_heads}
+
+
+def one_number(kv_heads):  # the parameters only
+    return {h: pair[0] for h, pair in measure_kv_heads(kv_heads).items()}
+
+
+KV_MISTAKES = [
+    (scaled(1, 0.5), r"n_kv_heads=32: expected 524,288 bytes of keys and values per token, got "
+     r"262,144\. Half of it: a token leaves both its key and its value"),
+    (scaled(1, 2), r"n_kv_heads=32: .* got 1,048,576\. Twice as much: in bf16 a value takes "
+     r"2 bytes"),
+    (scaled(1, 1 / 32), r"n_kv_heads=32: .* got 16,384\. One layer's worth"),
+    (n_kv_heads_ignored, r"n_kv_heads=16: expected 7,478,710,272 parameters, got 8,015,581,184 "
+     r"\(LLaDA-8B's own count: was n_kv_heads changed\?\)"),
+    (one_number, r"n_kv_heads=32: expected a pair \(parameters, bytes of keys and values per "
+     r"token\), got 8015581184"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("mistake, match", KV_MISTAKES, ids=ids(KV_MISTAKES))
+def test_kv_heads_mistake_fails(mistake, match):
+    assert_fails(lesson5.check_kv_heads_experiment, mistake, "5.5", match)
+
+
+# --- Exercise 5.6: illada_key --------------------------------------------------------------------
 
 
 def test_illada_key_mistakes_fail():
@@ -361,7 +531,7 @@ def test_illada_key_mistakes_fail():
     assert_fails(
         lesson5.check_illada_key,
         both_ff_out_are_down_proj,
-        "5.5",
+        "5.6",
         r"case 11/11 \(.*output head.*\n.*expected 'lm_head",
     )
 
@@ -369,4 +539,4 @@ def test_illada_key_mistakes_fail():
         out = illada_key(key)
         return out.replace("gate_proj", "@").replace("up_proj", "gate_proj").replace("@", "up_proj")
 
-    assert_fails(lesson5.check_illada_key, gate_and_up_swapped, "5.5", r"case 7/11 \(.*gate")
+    assert_fails(lesson5.check_illada_key, gate_and_up_swapped, "5.6", r"case 7/11 \(.*gate")
