@@ -24,6 +24,11 @@ from typing import Any
 import torch
 
 
+def seeded(seed: int) -> torch.Generator:
+    """A fresh CPU generator seeded with ``seed``: the checkers' inputs are drawn from these."""
+    return torch.Generator().manual_seed(seed)
+
+
 class ExerciseFailed(AssertionError):
     """The learner's function disagrees with the reference on some input."""
 

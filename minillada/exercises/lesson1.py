@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 
 import torch
 import torch.nn.functional as F
+from torch.nn.utils import parameters_to_vector
 
 from minillada.data.char import get_batch
 from minillada.diffusion.masking import apply_mask, forward_process
@@ -19,19 +21,22 @@ from minillada.exercises import (
     assert_same,
     check,
     run_experiment,
+    seeded,
 )
 from minillada.models.tiny_transformer import TinyTransformer, TinyTransformerConfig
 from minillada.sampling.primitives import NEG_INF, positions_to_reveal
-from minillada.training.loop import TrainConfig, loss_step, new_train_state, train_loop
-
-
-def _seeded(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+from minillada.training.loop import (
+    TrainConfig,
+    loss_step,
+    make_optimizer,
+    new_train_state,
+    train_loop,
+)
 
 
 def check_apply_mask(fn: Callable) -> CheckResult:
     """Exercise 1.1: fn(x0, t, u, mask_id) -> (x_t, masked), masked = u < (1 - 1e-3) t + 1e-3."""
-    g = _seeded(0)
+    g = seeded(0)
     x0 = torch.randint(0, 65, (4, 16), generator=g)
     u = torch.rand(4, 16, generator=g)
     cases = [
@@ -51,7 +56,7 @@ def check_apply_mask(fn: Callable) -> CheckResult:
 
 def check_masked_diffusion_loss(fn: Callable) -> CheckResult:
     """Exercise 1.2: fn(logits, x0, masked, p_mask) -> scalar loss, sum(CE / p) / (B * L)."""
-    g = _seeded(1)
+    g = seeded(1)
     B, L, V = 3, 10, 7
     logits = torch.randn(B, L, V, generator=g)
     x0 = torch.randint(0, V, (B, L), generator=g)
@@ -99,7 +104,7 @@ def reveal_most_confident(
 def check_reveal_most_confident(fn: Callable) -> CheckResult:
     """Exercise 1.5: fn(x, candidates, confidence, k, mask_id) -> x with the k most confident masked
     positions of each row set to their candidate."""
-    g = _seeded(2)
+    g = seeded(2)
     M = 9
     x = torch.randint(0, M, (3, 12), generator=g)
     x[torch.rand(3, 12, generator=g) < 0.6] = M
@@ -242,7 +247,7 @@ def _library_steps(seed: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``steps`` iterations of minillada.training.loop.train_loop with lesson 1's step: the
     losses (steps,) and every weight afterwards, flattened."""
     model = _step_model(seed)
-    cfg = TrainConfig(**{**_STEP_TRAIN.__dict__, "max_iters": steps})
+    cfg = replace(_STEP_TRAIN, max_iters=steps)
     state = new_train_state(model, cfg)
     state.generator.manual_seed(seed)
     data = _step_data(seed)
@@ -253,15 +258,15 @@ def _library_steps(seed: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     batches = partial(get_batch, data, cfg.batch_size, _STEP_CONFIG.block_size)
     state = train_loop(model, loss_step(batches, loss_fn), cfg, state, progress=False)
     losses = torch.tensor(state.history["loss"], dtype=torch.float64)
-    return losses, torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    return losses, parameters_to_vector(model.parameters()).detach()
 
 
 def _learner_steps(fn: Callable, seed: int, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The same iterations with the learner's training_step in place of the library's loop body,
     fed the same batches, learning rates and generator."""
     model = _step_model(seed)
-    cfg = TrainConfig(**{**_STEP_TRAIN.__dict__, "max_iters": steps})
-    optimizer = new_train_state(model, cfg).optimizer
+    cfg = replace(_STEP_TRAIN, max_iters=steps)
+    optimizer = make_optimizer(model, cfg)
     generator = torch.Generator().manual_seed(seed)
     data = _step_data(seed)
     model.train()
@@ -272,7 +277,7 @@ def _learner_steps(fn: Callable, seed: int, steps: int) -> tuple[torch.Tensor, t
         losses.append(float(loss))
     return (
         torch.tensor(losses, dtype=torch.float64),
-        torch.cat([p.detach().reshape(-1) for p in model.parameters()]),
+        parameters_to_vector(model.parameters()).detach(),
     )
 
 

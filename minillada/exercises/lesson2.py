@@ -14,6 +14,7 @@ from minillada.exercises import (
     assert_same,
     check,
     run_experiment,
+    seeded,
     short_repr,
 )
 from minillada.runtime import model_device
@@ -21,10 +22,6 @@ from minillada.sampling.generate import generate
 from minillada.sampling.primitives import gumbel_argmax_with_noise, num_transfer_tokens
 from minillada.sampling.remasking import margin_confidence
 from minillada.sampling.traces import Trace
-
-
-def _seeded(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def check_transfer_schedule(fn: Callable) -> CheckResult:
@@ -169,8 +166,9 @@ def _block_loop_difference(
                 f"{what}: expected the prompt followed by gen_length mask tokens, found other "
                 f"ids at (row, position) {wrong} (first ones)."
             )
-        story = _step_difference(seen[i - 1].long(), canvas.long(), expected[i], trace, i - 1,
-                                 block_length)
+        story = _step_difference(
+            seen[i - 1].long(), canvas.long(), expected[i], trace, i - 1, block_length
+        )
         return f"{story} (seen at {what})."
     if len(calls) != K:
         return (
@@ -181,9 +179,13 @@ def _block_loop_difference(
 
 
 def _calls_note(calls: list, K: int) -> str:
-    return "" if len(calls) == K else (
-        f"\n  (Your function called the model {len(calls)} times; generate calls it once per "
-        f"step, {K} times here.)"
+    return (
+        ""
+        if len(calls) == K
+        else (
+            f"\n  (Your function called the model {len(calls)} times; generate calls it once per "
+            f"step, {K} times here.)"
+        )
     )
 
 
@@ -203,8 +205,10 @@ def check_block_loop(fn: Callable, model: Callable, tok) -> CheckResult:
             with torch.no_grad():
                 got = fn(recorder, prompt.clone(), G, BL, S, tok.mask_id)
         except NotImplementedError:
-            print("Exercise 2.2 not attempted yet; the lesson continues with "
-                  "minillada.sampling.generate.generate.")
+            print(
+                "Exercise 2.2 not attempted yet; the lesson continues with "
+                "minillada.sampling.generate.generate."
+            )
             return CheckResult(False)
         except Exception as err:
             story = _block_loop_difference(recorder.canvases, None, trace, BL)
@@ -229,7 +233,7 @@ def check_block_loop(fn: Callable, model: Callable, tok) -> CheckResult:
 def check_gumbel_max(fn: Callable) -> CheckResult:
     """Exercise 2.3: fn(logits, temperature, u) -> argmax(logits / T - log(-log u)) in float64;
     plain argmax at T = 0."""
-    g = _seeded(3)
+    g = seeded(3)
     logits = torch.randn(4, 6, 20, generator=g)
     u = torch.rand(4, 6, 20, generator=g, dtype=torch.float64)
     # Two uniforms that float32 cannot tell apart (both round to 1.0): only float64 picks id 2.
@@ -255,7 +259,7 @@ def check_gumbel_max(fn: Callable) -> CheckResult:
 
 def check_margin_confidence(fn: Callable) -> CheckResult:
     """Exercise 2.4: fn(logits (B, W, V)) -> (B, W) float64 p1 - p2 of softmax(logits)."""
-    g = _seeded(5)
+    g = seeded(5)
     tie = torch.zeros(1, 2, 5)
     tie[0, 0, :2] = 3.0  # two equally likely best tokens: margin 0
     tie[0, 1, 4] = 40.0  # one certain token: margin ~1

@@ -29,13 +29,10 @@ from minillada.exercises import (
     assert_same,
     check,
     run_experiment,
+    seeded,
     short_repr,
 )
 from minillada.models.tiny_transformer import TinyTransformer, TinyTransformerConfig
-
-
-def _seeded(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def _sharpened(model: TinyTransformer, factor: float) -> TinyTransformer:
@@ -75,7 +72,7 @@ def _close(expected, got):
 
 def check_l_estimator_terms(fn: Callable) -> CheckResult:
     """Exercise 3.2: fn(logits, answer, masked) -> (b,) float64, (L / l_i) sum_masked CE."""
-    g = _seeded(4)
+    g = seeded(4)
     b, L, V = 4, 6, 5
     logits = torch.randn(b, L, V, generator=g)
     answer = torch.randint(0, V, (L,), generator=g)
@@ -119,8 +116,14 @@ def estimator_spread(
     for i, w in enumerate(windows):
         for r in range(repeats):
             samples = conditional_nelbo_samples(
-                model, empty, w, mask_id, SPREAD_SAMPLES, SPREAD_SAMPLES, method=method,
-                generator=_seeded(r)
+                model,
+                empty,
+                w,
+                mask_id,
+                SPREAD_SAMPLES,
+                SPREAD_SAMPLES,
+                method=method,
+                generator=seeded(r),
             )  # (SPREAD_SAMPLES,), one mini-batch
             estimates[i, r] = samples.mean() / len(w)
     return estimates.std(dim=1).pow(2).mean().sqrt().item()
@@ -198,7 +201,7 @@ def check_estimator_spread(
 
 def _tiny_bidirectional(seed: int) -> TinyTransformer:
     cfg = TinyTransformerConfig(vocab_size=9, block_size=16, n_layer=2, n_head=2, n_embd=16)
-    return _sharpened(TinyTransformer(cfg, generator=_seeded(seed)), 3.0)
+    return _sharpened(TinyTransformer(cfg, generator=seeded(seed)), 3.0)
 
 
 def _reference_choice(model, mask_id, context, options, mc_num, seed):
@@ -220,6 +223,7 @@ def _compare_choice(expected, got) -> None:
         raise ExerciseFailed(
             f"expected one log-likelihood per option, got {short_repr(got[0])}"
         ) from None
+
     # 1e-4 nats: the same library call on both sides agrees to ~1e-12; a hand-built estimator with
     # float32 cross-entropies drifts by at most ~1e-5 on these answers of up to 32 tokens
     def agree(a, b):
@@ -252,7 +256,7 @@ def _compare_choice(expected, got) -> None:
 
 
 def _choice_cases() -> list[Case]:
-    g = _seeded(5)
+    g = seeded(5)
     mask = 8
 
     def ids(n):
@@ -307,7 +311,7 @@ def _tiny_causal(seed: int) -> TinyTransformer:
     cfg = TinyTransformerConfig(
         vocab_size=7, block_size=12, n_layer=2, n_head=2, n_embd=16, causal=True
     )
-    return _sharpened(TinyTransformer(cfg, generator=_seeded(seed)), 10.0)
+    return _sharpened(TinyTransformer(cfg, generator=seeded(seed)), 10.0)
 
 
 def _reference_sequence_log_prob(model, x, bos_id):
@@ -316,7 +320,7 @@ def _reference_sequence_log_prob(model, x, bos_id):
 
 def check_sequence_log_prob(fn: Callable) -> CheckResult:
     """Exercise 3.5: fn(model, x, bos_id) -> (N,) exact log p(x) under a causal model, nats."""
-    g = _seeded(3)
+    g = seeded(3)
     model = _tiny_causal(0)
     cases = [
         Case("3 sequences of 12 tokens", (model, torch.randint(0, 6, (3, 12), generator=g), 6)),
@@ -366,7 +370,7 @@ def _compare_answers(expected, got) -> None:
 def _tiny_reversal() -> tuple[TinyTransformer, ReversalTask]:
     # an untrained twin on 6 people: without the ban it answers some questions with the mask itself
     task = make_reversal_task(num_people=6, seed=1)
-    model = TinyTransformer(twin_config(task, False, 1, 16), generator=_seeded(6))
+    model = TinyTransformer(twin_config(task, False, 1, 16), generator=seeded(6))
     return _sharpened(model, 3.0), task
 
 

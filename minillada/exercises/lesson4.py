@@ -16,12 +16,9 @@ from minillada.exercises import (
     assert_same,
     check,
     run_experiment,
+    seeded,
 )
 from minillada.models.llada import LLaDABlock, LLaDAModel, RMSNorm, preset
-
-
-def _seeded(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def check_merge_pair(fn: Callable) -> CheckResult:
@@ -111,7 +108,7 @@ def _rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> to
 def check_rms_norm(fn: Callable) -> CheckResult:
     """Exercise 4.3: fn(x, weight, eps) -> RMSNorm(x): normalise in float32, cast back to x's dtype,
     then multiply by weight."""
-    g = _seeded(0)
+    g = seeded(0)
     x = torch.randn(2, 5, 16, generator=g) * 3
     w = 1 + 0.1 * torch.randn(16, generator=g)
     cases = [
@@ -146,7 +143,7 @@ def block_parts(block: LLaDABlock) -> BlockParts:
 def _block_case(description: str, seed: int, batch: int, length: int, **overrides) -> Case:
     """A float64 block of the tiny preset with every weight random at a scale where both halves
     matter (not the training init, whose small outputs would hide a missing piece)."""
-    g = _seeded(seed)
+    g = seeded(seed)
     cfg = preset("tiny", **overrides)
     model = LLaDAModel(cfg, dtype=torch.float64, generator=g).requires_grad_(False)
     block = model.transformer.blocks[0]
@@ -181,9 +178,7 @@ def _block_variants(x, parts, rotary, cos, sin) -> dict[str, torch.Tensor]:
             a(n1(x)) + m(n2(a(n1(x))))
         ),
         "no residual around the MLP (x replaced by the MLP output)": m(n2(x1)),
-        "attn_norm used before the MLP too (each half has a norm of its own)": (
-            x1 + m(n1(x1))
-        ),
+        "attn_norm used before the MLP too (each half has a norm of its own)": (x1 + m(n1(x1))),
         "the residual stream itself normalised (only the branch input should be)": (
             stream + m(stream)
         ),

@@ -25,14 +25,11 @@ from minillada.exercises import (
     ExerciseFailed,
     check,
     run_experiment,
+    seeded,
     short_repr,
 )
 from minillada.models.llada import LLaDAConfig, LLaDAModel, preset
 from minillada.models.sizing import count_parameters, kv_bytes_per_token
-
-
-def _seeded(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def _total_parameters(config: LLaDAConfig) -> int:
@@ -143,7 +140,7 @@ def _compare_exactly(expected: torch.Tensor, got: Any) -> None:
 
 def check_read_tensor(fn: Callable) -> CheckResult:
     """Exercise 5.3: fn(path, key) -> the tensor, read from the safetensors bytes by hand."""
-    g = _seeded(5)
+    g = seeded(5)
     tensors = {
         "model.transformer.wte.weight": torch.randn(11, 6, generator=g),
         "model.transformer.blocks.0.q_proj.weight": torch.randn(6, 6, generator=g).bfloat16(),
@@ -187,7 +184,7 @@ _ILLADA_TINY = dict(
 
 
 def _snapshot(root: Path, name: str, config: LLaDAConfig, seed: int, shards: int, dtype) -> Path:
-    model = LLaDAModel(config, generator=_seeded(seed))
+    model = LLaDAModel(config, generator=seeded(seed))
     return save_hf_checkpoint(model, root / name, num_shards=shards, dtype=dtype)
 
 

@@ -16,6 +16,7 @@ from minillada.exercises import (
     assert_same,
     check,
     run_experiment,
+    seeded,
 )
 from minillada.models.llada import LLaDAModel, preset
 from minillada.sampling.generate import var_generate
@@ -24,20 +25,16 @@ from minillada.training.sft import llada_sft_loss_from_noise, pack_examples
 MASK, EOS = 511, 510  # the tiny stand-in's special ids
 
 
-def _seeded(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
 def _tiny_model(seed: int = 0, context: int = 128) -> LLaDAModel:
     cfg = preset(
         "tiny", max_sequence_length=context, mask_token_id=MASK, eos_token_id=EOS,
         pad_token_id=EOS,
     )  # fmt: skip
-    return LLaDAModel(cfg, generator=_seeded(seed)).double().eval()
+    return LLaDAModel(cfg, generator=seeded(seed)).double().eval()
 
 
 def _sft_case(description: str, seed: int, prompt_lengths: list[int], L: int) -> Case:
-    g = _seeded(seed)
+    g = seeded(seed)
     B = len(prompt_lengths)
     ids = torch.randint(0, 500, (B, L), generator=g)
     t = torch.rand(B, generator=g, dtype=torch.float64)
@@ -52,7 +49,7 @@ def check_llada_sft_loss(fn: Callable) -> CheckResult:
         _sft_case("four rows with very different answer lengths", 1, [1, 9, 4, 14], 16),
         _sft_case("a row whose answer is a single token", 2, [7, 2], 8),
     ]
-    g = _seeded(3)
+    g = seeded(3)
     ids = torch.randint(0, 500, (2, 10), generator=g)
     t = torch.tensor([0.0, 1.0], dtype=torch.float64)  # p = eps and p = 1
     u = torch.rand(2, 10, generator=g, dtype=torch.float64)
@@ -77,7 +74,7 @@ def _compare_loss(expected: torch.Tensor, got) -> None:
 
 
 def _pack_cases() -> list[Case]:
-    g = _seeded(4)
+    g = seeded(4)
 
     def examples(n: int, longest: int):
         lengths = torch.randint(1, longest, (n, 2), generator=g).tolist()
@@ -116,12 +113,12 @@ def _first_new_token(tokens: torch.Tensor, P: int, block: int, k: int) -> int:
 
 def _var_cases() -> list[Case]:
     model = _tiny_model(5, context=64)
-    prompt = torch.randint(0, 500, (1, 10), generator=_seeded(6))
+    prompt = torch.randint(0, 500, (1, 10), generator=seeded(6))
     # Which token would first appear in the 2nd block: with it as the stop id, the run must
     # stop after exactly two blocks.
     full = var_generate(model, prompt, 32, 8, 4, MASK, stop_ids=[-1]).tokens[0]
     stop = _first_new_token(full, 10, 8, 1)
-    long_prompt = torch.randint(0, 500, (1, 40), generator=_seeded(7))
+    long_prompt = torch.randint(0, 500, (1, 40), generator=seeded(7))
     return [
         Case("no stop id ever appears: the whole budget of 4 blocks",
              (model, prompt, 32, 8, 4, MASK, [-1])),
