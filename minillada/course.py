@@ -120,7 +120,7 @@ LESSONS: tuple[Lesson, ...] = (
             "the released iLLaDA-8B and LLaDA-8B (or stand-ins in their layouts): loading, "
             "sampling, chat, GSM8K and HellaSwag beside the papers, torchrun"
         ),
-        "0.4 / 0.3 (stand-ins)",
+        "1.2 / < 1 (stand-ins)",
     ),
     Lesson(
         8,

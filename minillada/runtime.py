@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import platform
 import random
+import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +23,7 @@ import safetensors
 import tokenizers
 import torch
 import tqdm
+import tqdm.std
 
 T = TypeVar("T")
 
@@ -48,7 +50,12 @@ def portable_paths(text: str) -> str:
     """``text`` (an error message, a report) with the repository's absolute path removed and
     $MINILLADA_DATA_DIR's folders written as the variable, so that notebook outputs are the same
     on every machine."""
-    for folder in filter(None, os.environ.get("MINILLADA_DATA_DIR", "").split(os.pathsep)):
+    raw = os.environ.get("MINILLADA_DATA_DIR", "")
+    folders = [f for f in raw.split(os.pathsep) if f]
+    if folders:  # "NAME=value" would become "NAME=NAME" below: say how many folders it names
+        named = f"MINILLADA_DATA_DIR=<{len(folders)} folder(s)>"
+        text = text.replace(f"MINILLADA_DATA_DIR={raw}", named)
+    for folder in folders:
         text = text.replace(str(Path(folder).resolve()), "$MINILLADA_DATA_DIR").replace(
             folder, "$MINILLADA_DATA_DIR"
         )
@@ -127,6 +134,17 @@ def progress_disabled() -> bool:
     """True when TQDM_DISABLE=1 (set by the tests): every progress bar stays off,
     even where one is requested."""
     return os.environ.get("TQDM_DISABLE", "").strip().lower() in {"1", "true", "yes"}
+
+
+def progress_bar(iterable: Any = None, **kwargs: Any) -> tqdm.std.tqdm:
+    """A text progress bar (``tqdm.std``), in a terminal and in Jupyter alike, off under
+    TQDM_DISABLE=1. Not the widget of tqdm's auto module: a notebook saved with widget bars shows "Error
+    displaying widget: model not found" when it is reopened (JupyterLab does not save their state
+    by default); a text bar is saved as the text it printed last."""
+    disable = kwargs.pop("disable", False) or progress_disabled()
+    kwargs.setdefault("file", sys.stdout)  # stderr would print in red in a notebook
+    kwargs.setdefault("ncols", 100)
+    return tqdm.std.tqdm(iterable, disable=disable, **kwargs)
 
 
 def upcast(x: torch.Tensor) -> torch.Tensor:

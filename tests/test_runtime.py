@@ -1,5 +1,7 @@
 """minillada.runtime: quick mode, paths, the model interface (device, context length, mask id)."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -67,3 +69,32 @@ def test_upcast_keeps_float64_and_lifts_half_precision():
     assert upcast(torch.zeros(1, dtype=torch.bfloat16)).dtype == torch.float32
     assert upcast(torch.zeros(1, dtype=torch.float32)).dtype == torch.float32
     assert upcast(torch.zeros(1, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_progress_bars_are_text_even_in_a_notebook(monkeypatch):
+    """A widget bar saved in a notebook reopens as "Error displaying widget: model not found";
+    the library's bars are text, which a saved notebook keeps as printed."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)  # a learner's kernel: bars on
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "from minillada.runtime import progress_bar\n"
+            "from minillada.evaluation.parallel import evaluate_sharded\n"
+            "for _ in progress_bar(range(3), desc='lesson'):\n    pass\n"
+            "evaluate_sharded(lambda x: x, [1, 2, 3], progress=True)"
+        )
+    ]
+    NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    outputs = nb.cells[0].outputs
+    assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "lesson: 100%" in text and "3/3" in text
+
+
+def test_the_library_never_imports_tqdm_auto():
+    root = Path(__file__).resolve().parents[1] / "minillada"
+    offenders = [p.name for p in root.rglob("*.py") if "tqdm.auto" in p.read_text()]
+    assert not offenders, f"use minillada.runtime.progress_bar (text bars): {offenders}"

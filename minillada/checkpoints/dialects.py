@@ -149,9 +149,14 @@ def illada_from_hf_config(hf: dict[str, Any]) -> LLaDAConfig:
         )
     known = {ours: hf[theirs] for theirs, ours in ILLADA_CONFIG_FIELDS.items() if theirs in hf}
     known["weight_tying"] = bool(hf.get("tie_word_embeddings", False))
+    extra = {k: v for k, v in hf.items() if k not in ILLADA_CONFIG_FIELDS}
+    if isinstance(known.get("eos_token_id"), list):  # transformers allows several EOS ids: the
+        # model keeps the first (the loader swaps in the tokenizer's EOS when it is listed), and
+        # the whole list is kept to write back and for the stop rules
+        extra["eos_token_ids"] = [int(i) for i in known["eos_token_id"]]
+        known["eos_token_id"] = extra["eos_token_ids"][0] if extra["eos_token_ids"] else None
     for ours in ("mask_token_id", "eos_token_id", "pad_token_id"):
         known.setdefault(ours, None)  # unknown: never LLaDA's defaults (126336 is a word here)
-    extra = {k: v for k, v in hf.items() if k not in ILLADA_CONFIG_FIELDS}
     return LLaDAConfig(**known, embedding_size=hf["vocab_size"], dialect="illada", hf_extra=extra)
 
 
@@ -165,8 +170,11 @@ def illada_to_hf_config(config: LLaDAConfig) -> dict[str, Any]:
     missing = [k for k in ("rope_theta", "rms_norm_eps") if getattr(config, k) is None]
     if missing:
         raise ValueError(f"Cannot write an iLLaDA config.json with {missing} unset; set them.")
-    base = config.hf_extra if config.hf_extra else ILLADA_INFO
+    base = dict(config.hf_extra) if config.hf_extra else dict(ILLADA_INFO)
+    eos_list = base.pop("eos_token_ids", None)
     numbers = {theirs: getattr(config, ours) for theirs, ours in ILLADA_CONFIG_FIELDS.items()}
+    if eos_list:
+        numbers["eos_token_id"] = eos_list
     numbers["num_key_value_heads"] = config.kv_heads
     numbers["intermediate_size"] = config.hidden_size
     numbers["tie_word_embeddings"] = config.weight_tying
@@ -240,14 +248,45 @@ DIALECTS: dict[str, Dialect] = {
 }
 
 
+# the field each layout names its width with: how a config.json shows its layout whatever its
+# model_type says
+_LAYOUT_FIELDS = {"llada": ("d_model", "n_layers"), "illada": ("hidden_size", "num_hidden_layers")}
+
+
 def dialect_of(hf: dict[str, Any]) -> Dialect:
-    """The dialect a config.json dict is written in, from its ``model_type``."""
+    """The dialect a config.json dict is written in: its ``model_type`` ("llada" or "illada",
+    in any letter case), checked against the field names it uses. Anything else is refused with
+    what this folder holds and how it differs from the two layouts minillada reads."""
     model_type = hf.get("model_type")
-    if model_type is None and "d_model" in hf:
-        model_type = "llada"  # LLaDA configs written by minillada 0.1 carried it as well
-    if model_type not in DIALECTS:
-        raise ValueError(
-            f"model_type={model_type!r}: minillada reads LLaDA ('llada', GSAI-ML/LLaDA-8B-*) and "
-            f"iLLaDA ('illada', GSAI-ML/iLLaDA-8B-*) snapshots only; known: {sorted(DIALECTS)}."
+    layouts = [name for name, keys in _LAYOUT_FIELDS.items() if all(k in hf for k in keys)]
+    if model_type is None and layouts == ["llada"]:
+        model_type = "llada"  # LLaDA configs written by minillada 0.1 carried no model_type
+    known = isinstance(model_type, str) and model_type.lower() in DIALECTS
+    if known and layouts in ([model_type.lower()], []):  # no fields: the reader lists them
+        return DIALECTS[model_type.lower()]
+    architectures = hf.get("architectures")
+    fields = (
+        f"the {layouts[0]} layout's field names ({', '.join(_LAYOUT_FIELDS[layouts[0]])})"
+        if len(layouts) == 1
+        else "neither layout's field names (d_model/n_layers for LLaDA, "
+        "hidden_size/num_hidden_layers for iLLaDA)"
+    )
+    if known:
+        why = f"model_type {model_type!r} does not match the fields: the file uses {fields}"
+    else:
+        why = f"model_type {model_type!r} (architectures {architectures}) and {fields}"
+    hint = ""
+    if isinstance(architectures, list) and any(
+        "llada" not in str(a).lower() and str(a).endswith("ForCausalLM") for a in architectures
+    ):
+        hint = (
+            " Its architecture is an autoregressive model's, not a masked diffusion model's: "
+            "minillada's samplers would give nonsense with it."
         )
-    return DIALECTS[model_type]
+    raise ValueError(
+        f"This config.json has {why}. minillada reads two layouts: 'llada' (model_type "
+        "'llada', OLMo-style fields d_model, n_layers, n_heads; architectures ['LLaDAModelLM']; "
+        "GSAI-ML/LLaDA-8B-*) and 'illada' (model_type 'illada', Llama-style fields hidden_size, "
+        "num_hidden_layers, num_key_value_heads; architectures ['ILLaDAForCausalLM']; "
+        f"GSAI-ML/iLLaDA-8B-*).{hint} Use the config.json that came with the weights."
+    )

@@ -6,7 +6,7 @@ leaves) holds::
 
     config.json                        the architecture, in the snapshot's dialect
     model.safetensors.index.json       {"metadata": {"total_size": N}, "weight_map": {key: file}}
-    model-00001-of-00004.safetensors   the tensors, split into shards
+    model-0000i-of-0000n.safetensors   the tensors, split into n shards (5 digits each)
     ...
 
 or, for a small model, a single ``model.safetensors`` and no index. LLaDA's and iLLaDA's snapshots
@@ -45,7 +45,9 @@ SINGLE_NAME = "model.safetensors"
 
 
 def shard_name(i: int, n: int) -> str:
-    """Released shard naming, 1-based: shard_name(1, 6) == 'model-00001-of-00006.safetensors'."""
+    """Released shard naming, 1-based, five digits each: shard 1 of 6 is "model-", 00001, "-of-",
+    00006, ".safetensors". Code never spells a shard's name out: it calls this or reads the
+    index, since shard counts differ from model to model."""
     return f"model-{i:05d}-of-{n:05d}.safetensors"
 
 
@@ -302,9 +304,13 @@ def load_hf_checkpoint(
     dtype: torch.dtype | None = None,
     config: LLaDAConfig | None = None,
     checkpoint_dtype: torch.dtype | None = None,
+    mask_id: int | None = None,
 ) -> LLaDAModel:
     """Load a snapshot folder (LLaDA or iLLaDA dialect) into a LLaDAModel on ``device``, in
     ``dtype`` (default: the file's).
+
+    ``mask_id``: the diffusion mask's id when the tokenizer files do not name the mask (checked
+    against them when they do).
 
     ``config``: if given, config.json must describe the same architecture (else HFCheckpointError).
     ``checkpoint_dtype``: if given, every tensor in the files must have this dtype (e.g.
@@ -326,7 +332,7 @@ def load_hf_checkpoint(
         file_config = replace(
             config, hf_extra=dict(file_config.hf_extra), dialect=file_config.dialect
         )
-    file_config = _with_tokenizer_ids(folder, file_config)
+    file_config = _with_tokenizer_ids(folder, file_config, mask_id)
     model = LLaDAModel(file_config, device="meta")  # no memory yet
     names = DIALECTS[file_config.dialect]
     plan, file_dtype = check_snapshot(folder, model, checkpoint_dtype)
@@ -372,13 +378,16 @@ def _check_tied_head(
         )
 
 
-def _with_tokenizer_ids(folder: Path, config: LLaDAConfig) -> LLaDAConfig:
+def _with_tokenizer_ids(
+    folder: Path, config: LLaDAConfig, mask_id: int | None = None
+) -> LLaDAConfig:
     """Fill the special ids config.json lacks from the folder's tokenizer files; refuse a
-    contradiction between the two."""
+    contradiction between the two. A config.json whose ``eos_token_id`` is a list (kept whole in
+    ``hf_extra["eos_token_ids"]``) agrees when the tokenizer's EOS is in it."""
     if not (folder / "tokenizer_config.json").is_file():
         return config
     try:
-        special = read_special_token_ids(folder)
+        special = read_special_token_ids(folder, mask_id=mask_id)
     except TokenizerFilesError as err:
         raise HFCheckpointError(f"The tokenizer files in {folder} cannot be read: {err}") from err
     updates = {}
@@ -388,7 +397,8 @@ def _with_tokenizer_ids(folder: Path, config: LLaDAConfig) -> LLaDAConfig:
         ("pad_token_id", special.pad),
     ):
         ours = getattr(config, field_name)
-        if ours is None:
+        listed = config.hf_extra.get("eos_token_ids") if field_name == "eos_token_id" else None
+        if ours is None or (listed and value in listed):
             updates[field_name] = value
         elif value is not None and ours != value:
             raise HFCheckpointError(

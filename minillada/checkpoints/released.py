@@ -8,12 +8,20 @@ iLLaDA-8B-Instruct``, which needs the optional ``huggingface_hub`` extra); it la
 ``$MINILLADA_WEIGHTS_DIR/<name>`` (default ``data/weights/<name>``), where ``released_folder``
 finds it.
 
+``released_folder`` also finds a snapshot where ``hf download GSAI-ML/<name>`` (without
+``--local-dir``) puts it: the hub cache, ``models--GSAI-ML--<name>/snapshots/<commit>/`` under
+``$MINILLADA_WEIGHTS_DIR``, ``$HF_HUB_CACHE``, ``$HF_HOME/hub`` or ``~/.cache/huggingface/hub``.
+
 ``inspect_snapshot`` checks a folder before anything heavy happens: the files, their sizes
 against the index, the config (its dialect, and its numbers against the published architecture),
-the tokenizer (the mask id, ``</think>`` for an Instruct model, the chat template), and whether it
-is one of the project's stand-ins (``minillada.checkpoints.standins``). ``check_device`` says
-whether the weights and a forward at full context fit the GPU, and ``load_released`` loads and
-reports the time and the peak memory it took.
+the tokenizer (the mask id, ``</think>`` for an Instruct model, the chat template, the ids that end
+an answer), and whether it is one of the project's stand-ins (``minillada.checkpoints.standins``).
+``check_device`` (``minillada.checkpoints.devices``) says whether the weights and a forward pass
+fit the GPU, and ``load_released`` loads and reports the time and the peak memory it took.
+``open_released`` is lesson 7's way in: the real model when it can run, else a stand-in, saying
+why and what would work. ``MINILLADA_REHEARSAL=1`` (``minillada.checkpoints.rehearsal``) lets the
+real branch run on the CPU and on a snapshot whose architecture is not the published one, which is
+how CI runs that branch on the project's rehearsal snapshots.
 """
 
 from __future__ import annotations
@@ -28,6 +36,13 @@ from pathlib import Path
 
 import torch
 
+from minillada.checkpoints.devices import (  # noqa: F401  (lesson 7 imports them from here)
+    DeviceError,
+    DeviceReport,
+    check_device,
+    device_advice,
+    memory_needed,
+)
 from minillada.checkpoints.dialects import DIALECTS
 from minillada.checkpoints.hf import (
     CONFIG_NAME,
@@ -37,8 +52,9 @@ from minillada.checkpoints.hf import (
     load_hf_checkpoint,
     read_hf_config,
 )
+from minillada.checkpoints.rehearsal import REHEARSAL_ENV, rehearsal_allowed
 from minillada.checkpoints.standins import STAND_IN_FIELD, VARIANT_FIELD, write_standin
-from minillada.data.chat import THINK_END
+from minillada.data.chat import THINK_END, ChatTemplateError
 from minillada.data.tokenizer import (
     CONFIG_FILE,
     TOKENIZER_FILE,
@@ -46,7 +62,7 @@ from minillada.data.tokenizer import (
     TokenizerFilesError,
 )
 from minillada.models.llada import LLaDAConfig, LLaDAModel, preset
-from minillada.models.sizing import activation_memory, count_parameters
+from minillada.models.sizing import count_parameters
 from minillada.runtime import portable_paths, repo_path
 
 WEIGHTS_ENV = "MINILLADA_WEIGHTS_DIR"
@@ -94,11 +110,50 @@ def weights_dir() -> Path:
     return Path(env).expanduser() if env else repo_path("data", "weights")
 
 
+def hub_caches() -> list[Path]:
+    """Where ``hf download`` without ``--local-dir`` puts snapshots, as huggingface_hub decides:
+    $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return [Path(os.environ["HF_HUB_CACHE"]).expanduser()]
+    home = os.environ.get("HF_HOME")
+    base = Path(home).expanduser() if home else Path("~/.cache/huggingface").expanduser()
+    return [base / "hub"]
+
+
+def hub_cache_snapshot(repo_folder: Path) -> Path | None:
+    """The snapshot a hub-cache repository folder (``models--ORG--NAME``) points at: the commit
+    in refs/main, else the only snapshot there; None when it holds none."""
+    ref = repo_folder / "refs" / "main"
+    if ref.is_file():
+        snapshot = repo_folder / "snapshots" / ref.read_text().strip()
+        if snapshot.is_dir():
+            return snapshot
+    snapshots = sorted((repo_folder / "snapshots").glob("*"))
+    return snapshots[0] if len(snapshots) == 1 else None
+
+
 def released_folder(name: str, folder: str | Path | None = None) -> Path:
-    """The snapshot folder of the released model ``name``: ``folder`` when given, else
-    ``weights_dir() / name``. (Whether it holds the weights is ``inspect_snapshot``'s question.)"""
-    released(name)
-    return Path(folder).expanduser() if folder is not None else weights_dir() / name
+    """The snapshot folder of the released model ``name``: ``folder`` when given (a hub-cache
+    repository folder is followed to its snapshot), else the first that exists of
+    ``weights_dir() / name`` (``hf download --local-dir``'s layout) and ``models--GSAI-ML--<name>``
+    in ``weights_dir()`` or a hub cache (``hub_caches``), else ``weights_dir() / name``.
+    (Whether it holds the weights is ``inspect_snapshot``'s question.)"""
+    model = released(name)
+    if folder is not None:
+        folder = Path(folder).expanduser()
+        if folder.name.startswith("models--") and (folder / "snapshots").is_dir():
+            return hub_cache_snapshot(folder) or folder
+        return folder
+    local = weights_dir() / name
+    if local.is_dir():
+        return local
+    repo = "models--" + model.repo_id.replace("/", "--")
+    for cache in [weights_dir(), *hub_caches()]:
+        if (cache / repo).is_dir():
+            snapshot = hub_cache_snapshot(cache / repo)
+            if snapshot is not None:
+                return snapshot
+    return local
 
 
 class SnapshotError(RuntimeError):
@@ -113,12 +168,15 @@ class SnapshotReport:
     expected: ReleasedModel | None
     files: dict[str, int] = field(default_factory=dict)  # name -> bytes
     problems: list[str] = field(default_factory=list)  # each says what is wrong and what to do
+    notes: list[str] = field(default_factory=list)  # what the rehearsal opt-in let through
     dialect: str | None = None
     config: LLaDAConfig | None = None
     stand_in: str | None = None  # what a stand-in really is; None for real weights
     instruct: bool | None = None
     mask_id: int | None = None
-    think_end_id: int | None = None
+    think_end_ids: list[int] | None = None  # </think>: one id or several; None: does not think
+    stop_ids: list[int] = field(default_factory=list)  # EOS ids and the end of turn
+    end_of_turn: str | None = None  # what the chat template writes after an answer
     has_chat_template: bool = False
     weight_bytes: int = 0  # the shards on disk
     tokenizer: LLaDATokenizer | None = field(default=None, repr=False)  # read once, when checked
@@ -149,9 +207,12 @@ class SnapshotReport:
         shards = [f for f in self.files if f.endswith(".safetensors")]
         out.append(f"weights      {len(shards)} file(s), {self.weight_bytes / 1e9:.3f} GB on disk")
         if self.mask_id is not None:
-            think = "" if self.think_end_id is None else f", {THINK_END} id {self.think_end_id}"
+            think = "" if self.think_end_ids is None else f", {THINK_END} ids {self.think_end_ids}"
             chat = "a chat template" if self.has_chat_template else "no chat template"
             out.append(f"tokenizer    mask id {self.mask_id}{think}, {chat}")
+            turn = f", end of turn {self.end_of_turn!r}" if self.end_of_turn else ""
+            out.append(f"stops        at ids {self.stop_ids}{turn}")
+        out += [f"NOTE         {n}" for n in self.notes]
         out += [f"PROBLEM      {p}" for p in self.problems]
         out.append("ready        yes" if self.ok else "ready        no")
         return out
@@ -175,17 +236,26 @@ def _listed_shards(folder: Path) -> tuple[list[str], int | None]:
 
 
 def inspect_snapshot(
-    folder: str | Path, expected: str | ReleasedModel | None = None
+    folder: str | Path,
+    expected: str | ReleasedModel | None = None,
+    *,
+    mask_id: int | None = None,
+    mask_token: str | None = None,
+    rehearsal: bool | None = None,
 ) -> SnapshotReport:
     """Check a snapshot folder from its small files and file sizes alone (nothing is loaded).
 
     ``expected``: the released model the folder should hold; its dialect and (for real weights)
-    its published architecture are checked. Every problem found is listed with what to do; the
+    its published architecture are checked. ``mask_id`` / ``mask_token``: the diffusion mask,
+    when the files alone do not say it; checked against the tokenizer either way.
+    ``rehearsal`` (default: ``rehearsal_allowed()``): an architecture that differs from the
+    published one is a note, not a problem. Every problem found is listed with what to do; the
     loader checks every tensor's name, shape and dtype again from the shard headers."""
     folder = Path(folder)
     if isinstance(expected, str):
         expected = released(expected)
     report = SnapshotReport(folder, expected)
+    rehearsal = rehearsal_allowed() if rehearsal is None else rehearsal
     get = f"download it with `{expected.download_command}`" if expected else "download it again"
     if not folder.is_dir():
         report.problems.append(
@@ -200,11 +270,11 @@ def inspect_snapshot(
     if missing:
         report.problems.append(f"missing {', '.join(missing)} in {folder}: {get}.")
     if CONFIG_NAME in report.files:
-        _inspect_config(folder, report)
+        _inspect_config(folder, report, rehearsal)
     if INDEX_NAME in report.files or SINGLE_NAME in report.files:
         _inspect_shards(folder, report, get)
     if TOKENIZER_FILE in report.files and CONFIG_FILE in report.files:
-        _inspect_tokenizer(folder, report)
+        _inspect_tokenizer(folder, report, mask_id, mask_token)
     return report
 
 
@@ -212,7 +282,7 @@ def inspect_snapshot(
 _FROM_FILES = ("rope_theta", "rms_norm_eps", "mask_token_id", "eos_token_id", "pad_token_id")
 
 
-def _inspect_config(folder: Path, report: SnapshotReport) -> None:
+def _inspect_config(folder: Path, report: SnapshotReport, rehearsal: bool) -> None:
     raw = json.loads((folder / CONFIG_NAME).read_text())
     report.stand_in = raw.get(STAND_IN_FIELD)
     try:
@@ -244,10 +314,17 @@ def _inspect_config(folder: Path, report: SnapshotReport) -> None:
         published = preset(expected.preset)
         diff = [d for d in report.config.differences(published) if not d.startswith(_FROM_FILES)]
         if diff:
-            report.problems.append(
+            found = (
                 f"{folder / CONFIG_NAME} does not describe {expected.name}'s published "
-                f"architecture: {'; '.join(diff)} (file vs published)."
+                f"architecture: {'; '.join(diff)} (file vs published)"
             )
+            if rehearsal:
+                report.notes.append(f"{found}; going on, since {REHEARSAL_ENV}=1.")
+            else:
+                report.problems.append(
+                    f"{found}. The folder holds another model; to run it anyway (a rehearsal "
+                    f"snapshot), set {REHEARSAL_ENV}=1."
+                )
 
 
 def _inspect_shards(folder: Path, report: SnapshotReport, get: str) -> None:
@@ -271,16 +348,21 @@ def _inspect_shards(folder: Path, report: SnapshotReport, get: str) -> None:
         )
 
 
-def _inspect_tokenizer(folder: Path, report: SnapshotReport) -> None:
+def _inspect_tokenizer(
+    folder: Path, report: SnapshotReport, mask_id: int | None, mask_token: str | None
+) -> None:
     try:
-        tokenizer = LLaDATokenizer.from_folder(folder)
-    except TokenizerFilesError as err:
+        tokenizer = LLaDATokenizer.from_folder(folder, mask_token=mask_token, mask_id=mask_id)
+    except (TokenizerFilesError, ChatTemplateError) as err:
         report.problems.append(f"tokenizer: {err}")
         return
     report.tokenizer = tokenizer
     report.mask_id = tokenizer.mask_id
     report.has_chat_template = tokenizer.chat_template is not None
-    report.think_end_id = tokenizer.tokenizer.token_to_id(THINK_END)
+    report.think_end_ids = tokenizer.think_end_ids if tokenizer.thinks else None
+    report.stop_ids = tokenizer.stop_ids
+    turn = tokenizer.end_of_turn
+    report.end_of_turn = turn[0] if turn else None
     if report.config is not None:
         ours = report.config.mask_token_id
         if ours is not None and ours != tokenizer.mask_id:
@@ -297,87 +379,21 @@ def _inspect_tokenizer(folder: Path, report: SnapshotReport) -> None:
             f"an Instruct model's tokenizer needs a chat template, and {folder / CONFIG_FILE} "
             "has none: these are a Base model's tokenizer files."
         )
-    if report.instruct and report.dialect == "illada" and report.think_end_id is None:
+    if report.instruct and report.has_chat_template:
+        try:  # a template that cannot render a plain question fails here, not after loading
+            tokenizer.apply_chat_template([{"role": "user", "content": "1 + 1?"}])
+        except (ChatTemplateError, ValueError) as err:
+            report.problems.append(
+                f"the chat template in {folder / CONFIG_FILE} cannot render one user question: "
+                f"{err}. Use the tokenizer_config.json that came with the weights."
+            )
+    if report.instruct and report.dialect == "illada" and report.think_end_ids is None:
         report.problems.append(
             f"iLLaDA-8B-Instruct thinks before it answers and closes that with {THINK_END!r}, "
-            f"but this tokenizer has no {THINK_END!r} token: the end-of-thinking boost and the "
-            "answer extraction need it. These are not iLLaDA-8B-Instruct's tokenizer files."
+            f"but neither this tokenizer nor its chat template knows {THINK_END!r}: the "
+            "end-of-thinking boost and the answer extraction need it. These are not "
+            "iLLaDA-8B-Instruct's tokenizer files."
         )
-
-
-# --------------------------------------------------------------------------------------------------
-# The device
-# --------------------------------------------------------------------------------------------------
-
-
-class DeviceError(RuntimeError):
-    """The device cannot hold the model (or cannot compute in the dtype asked for)."""
-
-
-@dataclass(frozen=True)
-class DeviceReport:
-    device: torch.device
-    name: str
-    total_bytes: int | None  # None: the CPU (host memory is not checked)
-    free_bytes: int | None
-    bf16: bool
-    needed_bytes: int  # weights + one forward at full context, batch 1
-
-    def __str__(self) -> str:
-        need = f"needs {self.needed_bytes / 2**30:.1f} GiB"
-        if self.total_bytes is None:
-            return f"device       {self.name}: no GPU; the model {need} of host memory"
-        return (
-            f"device       {self.name}: {self.free_bytes / 2**30:.1f} of "
-            f"{self.total_bytes / 2**30:.1f} GiB free, bf16 {'yes' if self.bf16 else 'no'}; "
-            f"the model {need}"
-        )
-
-
-def memory_needed(
-    config: LLaDAConfig, dtype: torch.dtype = torch.bfloat16, seq_len: int | None = None
-) -> int:
-    """Bytes for the weights in ``dtype`` plus one batch-1 forward at ``seq_len`` (default: the
-    whole context), by ``minillada.models.sizing``'s count."""
-    size = torch.empty((), dtype=dtype).element_size()
-    weights = count_parameters(config).total * size
-    L = seq_len or config.max_sequence_length
-    return weights + activation_memory(config, 1, L, bytes_per_value=size)["peak"]
-
-
-def check_device(
-    config: LLaDAConfig,
-    device: torch.device | str,
-    dtype: torch.dtype = torch.bfloat16,
-    seq_len: int | None = None,
-) -> DeviceReport:
-    """Whether ``device`` can hold a model of ``config`` in ``dtype`` and run a forward at
-    ``seq_len``; raises DeviceError with the numbers when it cannot."""
-    device = torch.device(device)
-    needed = memory_needed(config, dtype, seq_len)
-    if device.type != "cuda":
-        return DeviceReport(device, "CPU", None, None, True, needed)
-    free, total = torch.cuda.mem_get_info(device)
-    name = torch.cuda.get_device_name(device)
-    # native bf16 arithmetic needs compute capability 8.0 (Ampere); torch's is_bf16_supported()
-    # also counts the slow emulation on older GPUs, which is not what an 8B model needs
-    bf16 = torch.cuda.get_device_capability(device) >= (8, 0)
-    report = DeviceReport(device, name, total, free, bf16, needed)
-    if dtype == torch.bfloat16 and not bf16:
-        raise DeviceError(
-            f"{name} cannot compute in bfloat16 (it needs compute capability 8.0 or newer, "
-            "e.g. an A100, L4, RTX 30xx/40xx or H100). Use torch.float16 at your own risk of "
-            "overflow, or another GPU."
-        )
-    if free < needed:
-        raise DeviceError(
-            f"{name} has {free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB, but the model "
-            f"needs about {needed / 2**30:.1f} GiB ({count_parameters(config).total / 1e9:.2f}B "
-            f"parameters in {dtype} plus one forward at {seq_len or config.max_sequence_length} "
-            "tokens). Free the GPU (other processes, other models in this kernel), or use a GPU "
-            "with more memory."
-        )
-    return report
 
 
 # --------------------------------------------------------------------------------------------------
@@ -442,10 +458,15 @@ def load_released(
     expected: str | ReleasedModel | None = None,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.bfloat16,
+    *,
+    mask_id: int | None = None,
+    mask_token: str | None = None,
 ) -> LoadedModel:
     """Inspect, check the device, and load a snapshot folder (real or stand-in) in ``dtype``
-    straight from its shards onto ``device``; every problem is raised before any weight is read."""
-    return _load(inspect_snapshot(folder, expected), device, dtype)
+    straight from its shards onto ``device``; every problem is raised before any weight is read.
+    ``mask_id`` / ``mask_token``: the diffusion mask when the files alone do not name it."""
+    report = inspect_snapshot(folder, expected, mask_id=mask_id, mask_token=mask_token)
+    return _load(report, device, dtype)
 
 
 def _load(report: SnapshotReport, device: torch.device | str, dtype: torch.dtype) -> LoadedModel:
@@ -457,12 +478,19 @@ def _load(report: SnapshotReport, device: torch.device | str, dtype: torch.dtype
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    model = load_hf_checkpoint(report.folder, device=device, dtype=dtype)
+    model = load_hf_checkpoint(report.folder, device=device, dtype=dtype, mask_id=report.mask_id)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _host_peak_bytes()
     return LoadedModel(model, report.tokenizer, report, seconds, peak)
+
+
+def cpu_dtype(config: LLaDAConfig) -> torch.dtype:
+    """The dtype a model runs in on the CPU: float32 below a billion parameters (float32 CPU
+    kernels agree closely from CPU to CPU, bf16 ones do not, so outputs are the same on every
+    laptop), bf16 above (an 8B model in float32 would need 30 GB of host memory)."""
+    return torch.float32 if count_parameters(config).total < 1e9 else torch.bfloat16
 
 
 def open_released(
@@ -471,26 +499,56 @@ def open_released(
     standin_dir: str | Path,
     folder: str | Path | None = None,
     dtype: torch.dtype = torch.bfloat16,
+    *,
+    mask_id: int | None = None,
+    mask_token: str | None = None,
 ) -> LoadedModel:
-    """The released model ``name`` when its snapshot is ready and ``device`` is a GPU, else its
-    stand-in (written into ``standin_dir / name``), with one printed line saying which and why.
-    Lesson 7 opens every model this way, so that the same cells run with and without weights."""
+    """The released model ``name`` when its snapshot is ready and can run here, else its stand-in
+    (written into ``standin_dir / name``), with printed lines saying which, why, and what would
+    run the real one. Lesson 7 opens every model this way, so that the same cells run with and
+    without weights.
+
+    "Can run here": a GPU that holds it in ``dtype`` (``check_device``; a GPU too small or without
+    bf16 falls back to the stand-in on the CPU, with ``device_advice``), or any device with
+    ``MINILLADA_REHEARSAL=1``, which also lets an architecture other than the published one
+    through (said in a NOTE line). ``mask_id`` / ``mask_token``: the diffusion mask when the files
+    alone do not name it (checked against the tokenizer)."""
     device = torch.device(device)
-    report = inspect_snapshot(released_folder(name, folder), name)
-    if report.ok and report.stand_in is None and device.type == "cuda":
-        loaded = _load(report, device, dtype)
-        print(loaded.summary())
-        return loaded
+    rehearsal = rehearsal_allowed()
+    folder = released_folder(name, folder)
+    report = inspect_snapshot(folder, name, mask_id=mask_id, mask_token=mask_token)
+    standin_device, standin_dtype = device, dtype
     if not report.ok:
         why = report.problems[0].rstrip(".")
-    elif device.type != "cuda":
-        why = f"the weights are at {report.folder}, but there is no GPU (an 8B model needs one)"
-    else:
+    elif report.stand_in is not None:
         why = f"{report.folder} holds a stand-in"
+    elif device.type != "cuda" and not rehearsal:
+        why = f"the weights are at {report.folder}, but there is no GPU.\n  " + device_advice(
+            report.config, dtype
+        )
+    else:
+        load_dtype = dtype if device.type == "cuda" else cpu_dtype(report.config)
+        try:
+            loaded = _load(report, device, load_dtype)
+        except DeviceError as err:
+            why = f"{err}\n  {device_advice(report.config, dtype)}"
+            standin_device = torch.device("cpu")  # the GPU cannot take this dtype, or is full
+        else:
+            if rehearsal:
+                print(
+                    f"REHEARSAL    {name}: the real-weights branch runs on {device} because "
+                    f"{REHEARSAL_ENV}=1 (the snapshot is read as the real one)"
+                )
+            for note in report.notes:
+                print(portable_paths(f"NOTE         {note}"))
+            print(portable_paths(loaded.summary()))
+            return loaded
     standin = Path(standin_dir) / name
     write_standin(name, standin)
-    # on a CPU the stand-in computes in float32: bf16 kernels differ from CPU to CPU, float32's
-    # agree closely, so the lesson's outputs are the same on every laptop
-    loaded = load_released(standin, name, device, dtype if device.type == "cuda" else torch.float32)
+    if standin_device.type != "cuda":
+        # on a CPU the stand-in computes in float32: bf16 kernels differ from CPU to CPU, float32's
+        # agree closely, so the lesson's outputs are the same on every laptop
+        standin_dtype = torch.float32
+    loaded = load_released(standin, name, standin_device, standin_dtype)
     print(portable_paths(f"{name}: {why}.\n  -> using its STAND-IN ({loaded.report.stand_in})."))
     return loaded

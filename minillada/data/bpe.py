@@ -33,10 +33,9 @@ from pathlib import Path
 from typing import Literal
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-from tqdm.auto import tqdm
 
 from minillada.data.chat import BOS_TOKEN, EOS_TOKEN, LLADA_CHAT_TEMPLATE, LLADA_SPECIAL_TOKENS
-from minillada.runtime import progress_disabled
+from minillada.runtime import progress_bar, progress_disabled
 
 # GPT-2's pre-tokenizer regex, the one `tokenizers`' ByteLevel pre-tokenizer uses:
 #   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
@@ -249,7 +248,7 @@ def train_bpe(
     id_of = {tok: i for i, tok in vocab.items()}  # bytes -> id
     merges: dict[tuple[int, int], int] = {}
     show = progress and not progress_disabled()
-    bar = tqdm(total=num_base - 256, desc="BPE merges", disable=not show)
+    bar = progress_bar(total=num_base - 256, desc="BPE merges", disable=not show)
     while len(vocab) < num_base and pair_counts:
         # 3. The most frequent pair; among equal counts, the smallest (left, right) in tie order.
         best_count = max(pair_counts.values())

@@ -1,5 +1,5 @@
 """The tokenizers of LLaDA and iLLaDA: a snapshot's tokenizer files loaded with `tokenizers`, its
-special ids, and its own chat template.
+special ids, its stop rules and its own chat template.
 
 A folder is a Hugging Face snapshot (GSAI-ML/LLaDA-8B-Instruct, GSAI-ML/iLLaDA-8B-Instruct, the Base
 models) or one written by ``minillada.data.bpe.save_tokenizer``; all load the same way:
@@ -7,7 +7,8 @@ models) or one written by ``minillada.data.bpe.save_tokenizer``; all load the sa
 - ``tokenizer.json``: BPE model, pre-tokenizer, decoder, added tokens (to encode and decode);
 - ``tokenizer_config.json``: ``added_tokens_decoder`` (id -> special token), the bos/eos/pad
   names, and for an Instruct model the Jinja ``chat_template``;
-- ``special_tokens_map.json``, ``generation_config.json``: optional, cross-checked if present.
+- ``special_tokens_map.json``, ``generation_config.json``, ``config.json``: optional, read and
+  cross-checked if present (a tokenizer-only folder has none of the last two).
 
 Special ids are never hard-coded. BOS, EOS and PAD are the tokens the config files name. The
 diffusion mask is found by its string: LLaDA's ``<|mdm_mask|>`` (126336 in the released files) or
@@ -15,16 +16,32 @@ iLLaDA's ``<[MASK]>``, which must have the id the iLLaDA paper publishes, 5, or 
 caller (``mask_id=`` / ``mask_token=``), and then must agree with the files. LLaDA's 126336 is an
 ordinary token of iLLaDA's vocabulary, so a wrong mask id is refused, never used.
 
+Stop rules, each read from the files (``LLaDATokenizer``):
+
+- ``eos_ids``: the EOS tokenizer_config.json names, then every ``eos_token_id`` of config.json and
+  of generation_config.json (an id or a list of ids), without repeats;
+- ``end_of_turn``: the special token the snapshot's chat template writes right after an assistant
+  message (LLaDA's ``<|eot_id|>``, ChatML's ``<|im_end|>``, or EOS), found by rendering a finished
+  conversation; None without a template or when it writes none (``end_of_turn_reason`` says why);
+- ``stop_ids``: ``eos_ids``, LLaDA's ``<|eot_id|>`` when the files register it, and the end of turn;
+- ``think_end_ids`` / ``thinks``: ``</think>``, one token or, for a model whose files mention
+  ``<think>``, the ids its text encodes to.
+
+Before anything heavy is read the files are checked against each other: config.json's BOS and EOS
+and generation_config.json's against the tokenizer's, and generation_config.json's EOS ids must
+hold config.json's; files that disagree come from different snapshots and are refused.
+
 Shapes: B = batch size, L = length of the longest sequence in the batch.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from tokenizers import Tokenizer
@@ -35,6 +52,7 @@ from minillada.data.chat import (
     MASK_TOKEN,
     START_HEADER_TOKEN,
     THINK_END,
+    THINK_START,
     ChatTemplateError,
     merge_system_into_user,
     render_jinja_chat,
@@ -49,6 +67,22 @@ TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "tokenizer_config.json"
 SPECIAL_MAP_FILE = "special_tokens_map.json"
 GENERATION_CONFIG_FILE = "generation_config.json"
+MODEL_CONFIG_FILE = "config.json"  # the model's config: its eos_token_id / bos_token_id, if any
+# The special tokens transformers passes a chat template by name (its SPECIAL_TOKENS_ATTRIBUTES);
+# which of them a tokenizer has, and their strings, come from its files.
+SPECIAL_TOKEN_KEYS = (
+    "bos_token",
+    "eos_token",
+    "unk_token",
+    "sep_token",
+    "pad_token",
+    "cls_token",
+    "mask_token",
+    "additional_special_tokens",
+)
+# The assistant's text in the conversation rendered to find the end of turn: plain ASCII without
+# spaces, so that templates that trim or escape the content leave it as it is.
+END_OF_TURN_PROBE = "MINILLADA-END-OF-TURN-PROBE"
 HOW_TO_GET = (
     "Point at a snapshot of GSAI-ML/iLLaDA-8B-Instruct or GSAI-ML/LLaDA-8B-Instruct "
     "(`huggingface-cli download GSAI-ML/iLLaDA-8B-Instruct --local-dir <folder>`) "
@@ -73,6 +107,13 @@ class SpecialTokenIds:
     end_header: int | None  # <|end_header_id|>
     eot: int | None  # <|eot_id|>: end of a chat turn
     mask_token: str = MASK_TOKEN  # the mask's string, as found in the files
+
+
+class EndOfTurn(NamedTuple):
+    """The token a chat template writes after an assistant message."""
+
+    token: str  # e.g. LLaDA's "<|eot_id|>"
+    id: int  # its id in tokenizer.json
 
 
 class EncodedBatch(NamedTuple):
@@ -218,17 +259,69 @@ def read_special_token_ids(
             "would be read as positions to denoise. "
             f"Set pad_token to the EOS token {eos_name!r}, as LLaDA does."
         )
+    roles = [
+        ("bos", bos_name, ids.bos),
+        ("eos", eos_name, ids.eos),
+        ("start-header", START_HEADER_TOKEN, ids.start_header),
+        ("end-header", END_HEADER_TOKEN, ids.end_header),
+        ("end-of-turn", EOT_TOKEN, ids.eot),
+    ]
+    for what, token, found in roles:
+        if found == ids.mask:  # only possible for a mask given by id: the files' ids are distinct
+            raise TokenizerFilesError(
+                f"The mask id {ids.mask} is also the id of the {what} token {token!r} in "
+                f"{folder / CONFIG_FILE}; a model cannot read one id as both. Pass the mask's own "
+                "id (mask_id=) or its string as tokenizer.json spells it (mask_token=)."
+            )
+    _check_model_config(folder, ids)
     _check_generation_config(folder, ids)
     return ids
 
 
+def _eos_ids_in(data: Mapping | None, path: Path) -> list[int]:
+    """The ``eos_token_id`` of a config file (an id or a list of ids), as a list; [] when the file
+    or the key is absent, or null."""
+    value = None if data is None else data.get("eos_token_id")
+    if value is None:
+        return []
+    values = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise TokenizerFilesError(
+            f"{path}: expected eos_token_id to be an id or a list of ids, found {value!r}. "
+            "Download the file again, or fix the value by hand."
+        )
+    return values
+
+
+def _check_model_config(folder: Path, ids: SpecialTokenIds) -> None:
+    """config.json, when present, must name the tokenizer's BOS (if it names one) and hold its EOS
+    among its eos ids (if it names any)."""
+    path = folder / MODEL_CONFIG_FILE
+    hf = _read_json(path, required=False)
+    if hf is None:
+        return
+    problems = []
+    if hf.get("bos_token_id") is not None and hf["bos_token_id"] != ids.bos:
+        problems.append(f"bos_token_id {hf['bos_token_id']} (tokenizer: {ids.bos})")
+    eos = _eos_ids_in(hf, path)
+    if eos and ids.eos not in eos:
+        problems.append(f"eos_token_id {hf['eos_token_id']} (tokenizer: {ids.eos})")
+    if problems:
+        raise TokenizerFilesError(
+            f"{path} disagrees with {folder / CONFIG_FILE}: {'; '.join(problems)}. The model and "
+            "the tokenizer come from different snapshots; use one snapshot's files together."
+        )
+
+
 def _check_generation_config(folder: Path, ids: SpecialTokenIds) -> None:
-    """generation_config.json, when present, must name the same BOS and EOS ids."""
-    gen = _read_json(folder / GENERATION_CONFIG_FILE, required=False)
+    """generation_config.json, when present, must name the same BOS and EOS ids as the tokenizer,
+    and every eos id of config.json."""
+    path = folder / GENERATION_CONFIG_FILE
+    gen = _read_json(path, required=False)
     if gen is None:
         return
     eos = gen.get("eos_token_id")
-    eos_ids = eos if isinstance(eos, list) else [eos]
+    eos_ids = _eos_ids_in(gen, path)
     problems = []
     if gen.get("bos_token_id") not in (None, ids.bos):
         problems.append(f"bos_token_id {gen['bos_token_id']} (tokenizer: {ids.bos})")
@@ -240,6 +333,25 @@ def _check_generation_config(folder: Path, ids: SpecialTokenIds) -> None:
             f"{'; '.join(problems)}. The two files come from different models; "
             f"use one snapshot's files together."
         )
+    model_path = folder / MODEL_CONFIG_FILE
+    model_eos = _eos_ids_in(_read_json(model_path, required=False), model_path)
+    missing = [i for i in model_eos if i not in eos_ids]
+    if eos is not None and missing:
+        raise TokenizerFilesError(
+            f"{path} gives eos_token_id {eos}, but {model_path} gives {model_eos}: the "
+            f"generation config lacks {missing}, so the two files disagree on where an answer "
+            "ends. They come from different snapshots; use one snapshot's files together."
+        )
+
+
+def read_eos_ids(folder: str | Path, eos: int) -> list[int]:
+    """``eos`` (the tokenizer's EOS) and then every ``eos_token_id`` of the folder's config.json
+    and generation_config.json (when present), without repeats."""
+    folder = Path(folder)
+    found = [eos]
+    for name in (MODEL_CONFIG_FILE, GENERATION_CONFIG_FILE):
+        found += _eos_ids_in(_read_json(folder / name, required=False), folder / name)
+    return list(dict.fromkeys(found))
 
 
 def pad_left(sequences: Sequence[Sequence[int]], pad_id: int) -> EncodedBatch:
@@ -257,9 +369,21 @@ def pad_left(sequences: Sequence[Sequence[int]], pad_id: int) -> EncodedBatch:
 
 
 class LLaDATokenizer:
-    """A `tokenizers.Tokenizer` with LLaDA's special ids, chat template and left-padded batches."""
+    """A `tokenizers.Tokenizer` with LLaDA's special ids, stop rules, chat template and
+    left-padded batches.
 
-    def __init__(self, tokenizer: Tokenizer, special: SpecialTokenIds, config: dict) -> None:
+    ``special_map`` is special_tokens_map.json's content ({} without one); ``eos_ids`` the ids that
+    end a text (``read_eos_ids``; default: the tokenizer's EOS alone).
+    """
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        special: SpecialTokenIds,
+        config: dict,
+        special_map: Mapping[str, Any] | None = None,
+        eos_ids: Sequence[int] | None = None,
+    ) -> None:
         if special.pad == special.mask:
             raise TokenizerFilesError(
                 f"pad id {special.pad} equals the mask id; pad with EOS instead."
@@ -267,6 +391,8 @@ class LLaDATokenizer:
         self.tokenizer = tokenizer
         self.special = special
         self.config = config
+        self.special_map = dict(special_map or {})
+        self._eos_ids = list(dict.fromkeys([special.eos, *(eos_ids or [])]))
 
     @classmethod
     def from_folder(
@@ -290,6 +416,7 @@ class LLaDATokenizer:
             )
         tokenizer = Tokenizer.from_file(str(path))
         config = _read_json(folder / CONFIG_FILE, required=True)
+        special_map = _read_json(folder / SPECIAL_MAP_FILE, required=False) or {}
         for field_name, token in [
             ("bos", _token_name(config.get("bos_token"))),
             ("eos", _token_name(config.get("eos_token"))),
@@ -307,7 +434,7 @@ class LLaDATokenizer:
                     f"{folder / CONFIG_FILE} says {expected}: the files come from different "
                     f"tokenizers. Use one snapshot's files together."
                 )
-        return cls(tokenizer, special, config)
+        return cls(tokenizer, special, config, special_map, read_eos_ids(folder, special.eos))
 
     @property
     def vocab_size(self) -> int:
@@ -337,23 +464,108 @@ class LLaDATokenizer:
         return self.special.mask
 
     @property
+    def eos_ids(self) -> list[int]:
+        """Ids that end a text: the tokenizer's EOS first, then the eos_token_id of config.json
+        and of generation_config.json when the folder has them (``read_eos_ids``)."""
+        return list(self._eos_ids)
+
+    @property
+    def end_of_turn(self) -> EndOfTurn | None:
+        """(token, id) the snapshot's chat template writes right after an assistant message
+        (LLaDA's <|eot_id|>, ChatML's <|im_end|>, or EOS), or None: no template, or it writes no
+        special token there, or it cannot render an assistant turn; ``end_of_turn_reason`` says
+        which."""
+        return self._end_of_turn[0]
+
+    @property
+    def end_of_turn_reason(self) -> str | None:
+        """Why ``end_of_turn`` is None (None when it was found): no chat template, what the
+        template writes after an assistant message instead, or the error it raised."""
+        return self._end_of_turn[1]
+
+    @functools.cached_property
+    def _end_of_turn(self) -> tuple[EndOfTurn | None, str | None]:
+        """Render [user, assistant: END_OF_TURN_PROBE] without a generation prompt and read the
+        first special or added token after the probe (whitespace before it is allowed); only the
+        first, since some templates (LLaDA's) append the assistant header whatever they are told."""
+        template = self.chat_template
+        if template is None:
+            return None, f"{CONFIG_FILE} has no chat_template (a Base model's tokenizer)"
+        probe = [
+            {"role": "user", "content": "Hello"},
+            {"role": "assistant", "content": END_OF_TURN_PROBE},
+        ]
+        try:
+            text = self._render(template, probe, add_generation_prompt=False)
+        except Exception as err:  # a foreign template may fail in any way: "unknown", not a crash
+            return None, (
+                "the chat template cannot render a finished conversation (user, assistant): "
+                f"{type(err).__name__}: {err}"
+            )
+        at = text.rfind(END_OF_TURN_PROBE)
+        if at < 0:
+            return None, "the chat template does not write the assistant's content"
+        tail = text[at + len(END_OF_TURN_PROBE) :]
+        added = {t.content: i for i, t in self.tokenizer.get_added_tokens_decoder().items()}
+        starts = [token for token in added if token and tail.lstrip().startswith(token)]
+        if not starts:
+            return None, (
+                f"the chat template writes {tail[:40]!r} after an assistant message, which does "
+                "not start with a special or added token"
+            )
+        token = max(starts, key=len)  # as the tokenizer matches added tokens: the longest wins
+        return EndOfTurn(token, added[token]), None
+
+    @property
     def stop_ids(self) -> list[int]:
-        """Ids that end an answer: EOS, and LLaDA's end of turn where the files have one."""
-        return [i for i in (self.special.eos, self.special.eot) if i is not None]
+        """Ids that end an answer: ``eos_ids``, LLaDA's <|eot_id|> where the files register it,
+        and the ``end_of_turn`` the chat template writes; without repeats, in that order."""
+        eot = self.end_of_turn
+        found = [*self.eos_ids, self.special.eot, None if eot is None else eot.id]
+        return list(dict.fromkeys(i for i in found if i is not None))
+
+    def _think_end(self) -> tuple[list[int] | None, str]:
+        """The ids of ``</think>``, or None and why not (see ``think_end_ids``)."""
+        one = self.tokenizer.token_to_id(THINK_END)
+        if one is not None:
+            return [one], ""
+        ids = self.encode(THINK_END)
+        if self.decode(ids) != THINK_END:
+            return None, f", and its encoding {ids} does not decode back to {THINK_END!r}"
+        template = self.chat_template or ""
+        if (
+            THINK_START in template
+            or THINK_END in template
+            or self.tokenizer.token_to_id(THINK_START) is not None
+        ):
+            return ids, ""
+        return None, (
+            f", and neither its chat template nor its tokens mention {THINK_START!r} or "
+            f"{THINK_END!r}"
+        )
+
+    @property
+    def thinks(self) -> bool:
+        """Whether this tokenizer's model closes a reasoning section with ``</think>``: the files
+        have it as one token, or its text round-trips and the chat template mentions <think> or
+        </think> or the files register <think> (the rule of ``think_end_ids``)."""
+        return self._think_end()[0] is not None
 
     @property
     def think_end_ids(self) -> list[int]:
-        """The id of ``</think>``, with which iLLaDA-8B-Instruct closes its reasoning (what the
-        end-of-thinking boost pushes and what answers are cut after); an error for a tokenizer
-        without that token, whose model does not think."""
-        found = self.tokenizer.token_to_id(THINK_END)
-        if found is None:
+        """The ids of ``</think>``, with which iLLaDA-8B-Instruct closes its reasoning (what the
+        end-of-thinking boost pushes; answers are cut on the text): its id when it is one token,
+        else the ids its text encodes to when the files say the model thinks (``thinks``); an
+        error for a model that does not think."""
+        ids, why = self._think_end()
+        if ids is None:
             raise TokenizerFilesError(
-                f"This tokenizer has no {THINK_END!r} token: only iLLaDA-8B-Instruct thinks "
-                "before it answers. Turn the end-of-thinking boost off (think_end_boost=0) for "
-                "this model, or load iLLaDA-8B-Instruct's tokenizer files."
+                f"This tokenizer has no {THINK_END!r} token{why}: only a model that reasons "
+                "before it answers (iLLaDA-8B-Instruct) closes that with it. Turn the "
+                "end-of-thinking boost off (think_end_boost=0) for this model, or load "
+                "iLLaDA-8B-Instruct's tokenizer files."
             )
-        return [found]
+        return ids
 
     @property
     def eot_id(self) -> int:
@@ -400,6 +612,39 @@ class LLaDATokenizer:
         return pad_left(sequences, self.pad_id)
 
     @property
+    def special_tokens_map(self) -> dict[str, str | list[str]]:
+        """The special tokens the files name, as transformers passes them to a chat template:
+        ``SPECIAL_TOKEN_KEYS`` -> string (additional_special_tokens: a list), from
+        tokenizer_config.json, else special_tokens_map.json; a key neither names is left out."""
+        found: dict[str, str | list[str]] = {}
+        for key in SPECIAL_TOKEN_KEYS:
+            value = self.config.get(key) or self.special_map.get(key)
+            if key == "additional_special_tokens":
+                names = [_token_name(v) for v in value or []]
+                value = [n for n in names if n]
+            else:
+                value = _token_name(value)
+            if value:
+                found[key] = value
+        return found
+
+    def _render(
+        self,
+        template: str,
+        messages: Sequence[Mapping[str, Any]],
+        add_generation_prompt: bool,
+        **template_kwargs: Any,
+    ) -> str:
+        """``template`` rendered as transformers would for this tokenizer (its special tokens)."""
+        return render_jinja_chat(
+            template,
+            messages,
+            add_generation_prompt=add_generation_prompt,
+            special_tokens=self.special_tokens_map,
+            **template_kwargs,
+        )
+
+    @property
     def chat_template(self) -> str | None:
         """The snapshot's Jinja chat template (an Instruct model's), or None (a Base model's)."""
         template = self.config.get("chat_template")
@@ -413,9 +658,11 @@ class LLaDATokenizer:
         messages: Sequence[Mapping[str, str]],
         tokenize: bool = False,
         add_generation_prompt: bool = True,
+        **template_kwargs: Any,
     ) -> str | list[int]:
         """The Instruct prompt for ``messages`` rendered with the snapshot's own Jinja template: a
-        string, or its ids with ``tokenize=True``.
+        string, or its ids with ``tokenize=True``. ``template_kwargs`` reach the template as
+        variables, as with transformers (e.g. enable_thinking=False, tools=[...]).
 
         A template that rejects a "system" turn gets it merged into the first user turn instead
         (the iLLaDA authors' fallback). A Base tokenizer has no template: that is an error, not a
@@ -442,13 +689,11 @@ class LLaDATokenizer:
                 "prompt asks the model to answer the last user turn: append a user message, or "
                 "pass add_generation_prompt=False to render a finished conversation."
             )
-        bos = _token_name(self.config.get("bos_token"))
-        eos = _token_name(self.config.get("eos_token"))
         try:
-            text = render_jinja_chat(template, messages, bos, eos, add_generation_prompt)
+            text = self._render(template, messages, add_generation_prompt, **template_kwargs)
         except ChatTemplateError:
             merged = merge_system_into_user(messages)
             if merged == [dict(m) for m in messages]:
                 raise
-            text = render_jinja_chat(template, merged, bos, eos, add_generation_prompt)
+            text = self._render(template, merged, add_generation_prompt, **template_kwargs)
         return self.encode(text) if tokenize else text

@@ -111,7 +111,7 @@ def run_gsm8k(
     """Answer and grade ``items``; see the module docstring."""
     tok = loaded.tokenizer
     stops = () if loaded.instruct else BASE_STOP_STRINGS
-    think_end = "</think>" if loaded.instruct and loaded.report.think_end_id is not None else None
+    think_end = "</think>" if loaded.instruct and loaded.report.think_end_ids is not None else None
 
     def one(item: GSM8KItem) -> GeneratedItem:
         prompt = gsm8k_prompt(loaded, item.question, shots)

@@ -21,11 +21,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from minillada.data.instructions import TASKS, Example, encode_example
 from minillada.estimate import wilson_interval
-from minillada.runtime import model_device, progress_disabled
+from minillada.runtime import model_device, progress_bar
 from minillada.sampling.generate import (
     CountedModel,
     counting_positions,
@@ -177,7 +176,7 @@ def evaluate_instructions(
 ) -> dict[str, TaskScore]:
     """Answer every example (``answer_instruction``) and score each task, plus "all"."""
     scores = {task: TaskScore(task) for task in (*TASKS, "all")}
-    bar = tqdm(examples, desc=sampler, leave=False, disable=not progress or progress_disabled())
+    bar = progress_bar(examples, desc=sampler, leave=False, disable=not progress)
     for example in bar:
         a = answer_instruction(
             model, tokenizer, example, sampler, gen_length, block_length, threshold, cache

@@ -42,9 +42,8 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import torch.distributed as dist
-from tqdm.auto import tqdm
 
-from minillada.runtime import progress_disabled
+from minillada.runtime import progress_bar, progress_disabled
 from minillada.training.distributed import rank_and_world
 
 T = TypeVar("T")
@@ -136,6 +135,6 @@ def evaluate_sharded(fn: Callable[[T], R], items: Sequence[T], progress: bool = 
     mine = shard(items, rank, world)
     desc = "evaluate" if world == 1 else f"evaluate (rank 0 of {world})"
     show = progress and not progress_disabled() and rank == 0  # one bar, not one per process
-    bar = tqdm(mine, desc=desc, leave=False, disable=not show)
+    bar = progress_bar(mine, desc=desc, leave=False, disable=not show)
     local = [(i, fn(item)) for i, item in bar]
     return gather(local, len(items))

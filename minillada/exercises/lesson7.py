@@ -167,8 +167,13 @@ def first_think_end(loaded, prompt_ids, power: float, budget: int = 128) -> int 
         budget, 32, 32, variable_length=True, think_end_boost=100.0, think_end_power=power
     )
     answer = generate_answer(loaded.model, loaded.tokenizer, prompt_ids, settings)
-    hits = (answer.generated == loaded.tokenizer.think_end_ids[0]).nonzero()
-    return int(hits[0]) if len(hits) else None
+    return first_occurrence(answer.generated.tolist(), loaded.tokenizer.think_end_ids)
+
+
+def first_occurrence(ids: list[int], sequence: list[int]) -> int | None:
+    """Where ``sequence`` (``</think>``: one id or several) first starts in ``ids``; None if not."""
+    k = len(sequence)
+    return next((i for i in range(len(ids) - k + 1) if ids[i : i + k] == sequence), None)
 
 
 def check_think_end_experiment(
@@ -187,7 +192,7 @@ def check_think_end_experiment(
                 f"Exercise 7.1: power {p}: expected </think> first at positions {expected} (one "
                 f"per prompt), got {got[p]!r}. Generate with GenerationSettings({budget}, 32, 32, "
                 f"variable_length=True, think_end_boost=100.0, think_end_power={p}) and look for "
-                "the </think> id in answer.generated."
+                "where the </think> ids (tokenizer.think_end_ids) first start in answer.generated."
             )
     # an answer that never closes its thinking counts as the whole budget
     means = {p: sum(budget if x is None else x for x in got[p]) / len(prompts) for p in POWERS}

@@ -127,3 +127,17 @@ def activation_memory(
     }
     out["peak"] = residual + max(attention + scores, mlp, logits)
     return out
+
+
+def forward_flops(config: LLaDAConfig, seq_len: int, batch_size: int = 1) -> int:
+    """Floating-point operations of one forward pass over ``seq_len`` positions (a multiply-add
+    counts 2): every block's matrix products (2 x its weights per position), attention's scores
+    and weighted sum (2 x 2 x L x L x D per layer, bidirectional: the whole square), and the head
+    (2 x D x V per position). Norms, RoPE and softmax are left out (under 1% at 8B)."""
+    BL, L = batch_size * seq_len, seq_len
+    counts = count_parameters(config)
+    norms = counts.per_block["attn_norm"] + counts.per_block["ff_norm"]
+    matmuls = counts.n_blocks * (counts.per_layer - norms)
+    attention = 4 * config.n_layers * batch_size * L * L * config.d_model
+    head = config.d_model * config.vocab_rows
+    return 2 * BL * (matmuls + head) + attention

@@ -54,6 +54,59 @@ class GenerationSettings:
     threshold: float | None = None  # lesson 8: reveal every token this confident (steps unused)
     cache: str | None = None  # lesson 8: None, "prefix" or "dual" (approximate keys and values)
 
+    def check(self, context: int | None = None, thinks: bool = True) -> None:
+        """Raise ValueError, saying what to change, for settings the samplers would refuse (or
+        that could not fit ``context`` tokens, or boost a ``</think>`` the model does not have);
+        cheap, so callers run it before loading anything heavy."""
+        G, b, steps = self.gen_length, self.block_length, self.steps
+        problems = []
+        if G < 1 or b < 1:
+            problems.append(f"gen_length {G} and block_length {b} must be at least 1")
+        elif G % b:
+            problems.append(
+                f"gen_length {G} is not a multiple of block_length {b}: the answer is made of "
+                f"whole blocks (use {G // b * b or b})"
+            )
+        if self.threshold is None and b >= 1 and G >= b and not G % b:
+            if steps is None or steps < 1:
+                problems.append(f"steps must be at least 1, got {steps}")
+            elif self.variable_length and steps > b:
+                problems.append(
+                    f"{steps} steps per block is more than the {b} masks of a block (every step "
+                    f"reveals at least one token): use steps <= {b}, e.g. {b}"
+                )
+            elif not self.variable_length and (steps % (G // b) or steps > G):
+                problems.append(
+                    f"{steps} steps cannot be spread evenly over {G // b} blocks of {b} with at "
+                    f"least one token per step: use a multiple of {G // b} up to {G}, e.g. {G}"
+                )
+        if self.threshold is not None and not 0 < self.threshold <= 1:
+            problems.append(f"threshold {self.threshold} is not a probability in (0, 1]")
+        if self.temperature < 0:
+            problems.append(f"temperature {self.temperature} is negative")
+        if self.think_end_boost < 0:
+            problems.append(f"think_end_boost {self.think_end_boost} is negative")
+        if self.think_end_boost > 0 and not self.variable_length:
+            problems.append("the end-of-thinking boost works with variable_length only")
+        if self.think_end_boost > 0 and not thinks:
+            problems.append(
+                "the end-of-thinking boost needs a model that closes its reasoning with "
+                "</think>, and this tokenizer's model does not: set think_end_boost to 0"
+            )
+        if context is not None and b >= 1:
+            room = G if not self.variable_length else b  # variable length clips the budget
+            if room >= context:
+                problems.append(
+                    f"{'a canvas' if not self.variable_length else 'one block'} of {room} tokens "
+                    f"leaves no room for a prompt in the model's context of {context} tokens"
+                )
+        if problems:
+            raise ValueError(
+                f"These generation settings cannot run ({self.describe()}): "
+                + "; ".join(problems)
+                + "."
+            )
+
     def describe(self) -> str:
         if self.variable_length:
             text = (

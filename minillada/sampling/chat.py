@@ -66,11 +66,17 @@ class Chat:
                 f"{context}: no room for an answer. Start a new Chat."
             )
         out = generate_answer(self.model, tok, prompt, s, generator=self.generator)
-        if s.variable_length:  # the blocks up to the first EOS
-            answer_ids = until_stop(out.generated, [tok.eos_id])
+        if s.variable_length:  # the blocks up to the first stop id
+            answer_ids = until_stop(out.generated, tok.stop_ids)
+            turn_end = tok.end_of_turn
+            if turn_end is not None and len(answer_ids) < len(out.generated):
+                if int(out.generated[len(answer_ids)]) == turn_end.id:
+                    # the context holds the turn as the template writes it: answer + end of turn
+                    answer_ids = out.generated[: len(answer_ids) + 1]
         else:  # the whole canvas, as the official chat.py
             answer_ids = out.generated
-        answer_ids = answer_ids[answer_ids != tok.eos_id]  # the EOS padding never stays
+        eos = torch.tensor(tok.eos_ids)
+        answer_ids = answer_ids[~torch.isin(answer_ids, eos)]  # EOS padding never stays
         passes = out.forward_passes
         self.ids = torch.cat([prompt.cpu(), answer_ids[None]], dim=1)
         reply = tok.decode(answer_ids, skip_special_tokens=True).strip()

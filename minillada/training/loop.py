@@ -16,9 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
-from minillada.runtime import progress_disabled
+from minillada.runtime import progress_bar, progress_disabled
 from minillada.training.distributed import barrier, rank_and_world, unwrap
 from minillada.training.schedules import lr_at
 
@@ -102,7 +101,7 @@ def train_loop(
     rank, _ = rank_and_world()
     end = cfg.max_iters if stop_after is None else min(cfg.max_iters, state.iter_num + stop_after)
     model.train()
-    bar = tqdm(
+    bar = progress_bar(
         total=end - state.iter_num,
         disable=not progress or progress_disabled() or rank != 0,
         desc="train",

@@ -95,12 +95,17 @@ def _base_tokenizer(standins, tmp_path):
 
 def _no_think_end(standins, tmp_path):
     folder = _copy(standins, INSTRUCT, tmp_path)
-    specials = [s for s in ILLADA_STANDIN_SPECIALS if s != "</think>"]
+    # neither a <think> nor a </think> token, and a template that never mentions thinking
+    specials = [
+        "<reserved>" if s == "<think>" else s for s in ILLADA_STANDIN_SPECIALS if s != "</think>"
+    ]
     assert specials.index("<[MASK]>") == 5  # the mask keeps iLLaDA's id
     tokenizer = bpe.train_bpe_fast(_TOKENIZER_TEXT, 512, specials, True)
-    bpe.save_tokenizer(tokenizer, folder, "<s>", "</s>", chat_template=ILLADA_STANDIN_TEMPLATE)
+    template = ILLADA_STANDIN_TEMPLATE.replace("<think>\n", "")
+    assert "think" not in template
+    bpe.save_tokenizer(tokenizer, folder, "<s>", "</s>", chat_template=template)
     needles = [
-        "no '</think>' token",
+        "neither this tokenizer nor its chat template knows '</think>'",
         "end-of-thinking boost",
         "not iLLaDA-8B-Instruct's tokenizer files",
     ]

@@ -78,7 +78,7 @@ def test_illada_stand_ins_have_illadas_layout_in_miniature(standins, name):
     assert tok.tokenizer.token_to_id("<[MASK]>") == 5
     assert tok.mask_id == 5 == config.mask_token_id == loaded.report.mask_id
     assert loaded.think_end_ids == [tok.tokenizer.token_to_id("</think>")] == [6]
-    assert loaded.report.think_end_id == 6
+    assert loaded.report.think_end_ids == [6]
     if name.endswith("Instruct"):
         assert tok.chat_template is not None and loaded.report.has_chat_template
         with pytest.raises(ChatTemplateError, match="System role not supported"):
@@ -109,7 +109,7 @@ def test_the_llada_stand_in_is_lesson_6s_model_in_the_olmo_layout(standins):
         assert ours[key].dtype == torch.bfloat16 and torch.equal(ours[key], value), key
     assert loaded.tokenizer.mask_id == shipped_tok.mask_id == loaded.report.mask_id
     assert loaded.tokenizer.chat_template == shipped_tok.chat_template is not None
-    assert loaded.report.think_end_id is None  # LLaDA does not think
+    assert loaded.report.think_end_ids is None  # LLaDA does not think
 
 
 @pytest.mark.parametrize("name", STANDIN_NAMES)

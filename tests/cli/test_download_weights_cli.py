@@ -16,7 +16,7 @@ def test_check_only_on_a_stand_in_prints_the_report(tmp_path, capsys):
     assert main([NAME, "--dir", str(folder), "--check-only"]) == 0
     out = capsys.readouterr().out
     assert f"snapshot     {folder}" in out and "STAND-IN     a random 2-layer model" in out
-    assert "tokenizer    mask id 5, </think> id 6, a chat template" in out
+    assert "tokenizer    mask id 5, </think> ids [6], a chat template" in out
     assert out.rstrip().endswith("ready        yes")
 
 

@@ -62,3 +62,17 @@ def test_the_generation_config_must_agree(tmp_path, illada_tokenizer):
     (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [7]}))
     with pytest.raises(TokenizerFilesError, match="generation_config.json disagrees"):
         read_special_token_ids(folder)
+
+
+def test_stop_rules_of_an_illada_like_snapshot(tmp_path, illada_tokenizer):
+    folder = illada_tokenizer(tmp_path)  # <pad> <s> </s> <unk> </think> <[MASK]>: ids 0..5
+    (folder / "config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2}))
+    (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [2]}))
+    tok = LLaDATokenizer.from_folder(folder)
+    assert tok.eos_ids == tok.stop_ids == [2]
+    # its template writes plain text after an answer: no end-of-turn token to stop on
+    assert tok.end_of_turn is None and "after an assistant message" in tok.end_of_turn_reason
+    assert tok.thinks and tok.think_end_ids == [4]
+    (folder / "config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 3}))
+    with pytest.raises(TokenizerFilesError, match=r"config.json disagrees.*eos_token_id 3"):
+        LLaDATokenizer.from_folder(folder)

@@ -21,6 +21,7 @@ from minillada.data.tokenizer import (
     SpecialTokenIds,
     TokenizerFilesError,
     pad_left,
+    read_eos_ids,
     read_special_token_ids,
 )
 
@@ -73,6 +74,19 @@ def test_special_ids_from_released_config(llada_reference: Path) -> None:
         end_header=126347,
         eot=126348,
     )
+    # config.json and generation_config.json name the tokenizer's EOS and no other
+    assert read_eos_ids(llada_reference, ids.eos) == [ids.eos]
+
+
+def test_the_released_template_ends_a_turn_with_eot(
+    tiny_folder: Path, tmp_path: Path, llada_reference: Path
+) -> None:
+    released = json.loads((llada_reference / "tokenizer_config.json").read_text())
+    folder = Path(shutil.copytree(tiny_folder, tmp_path / "released_template"))
+    _edit_config(folder, lambda c: c.update(chat_template=released["chat_template"]))
+    tok = LLaDATokenizer.from_folder(folder)
+    assert tok.end_of_turn == ("<|eot_id|>", tok.eot_id)
+    assert tok.stop_ids == [tok.eos_id, tok.eot_id] and not tok.thinks
 
 
 @pytest.mark.parametrize("name", list(CONVERSATIONS))
@@ -114,6 +128,8 @@ def test_tiny_tokenizer_loads_with_its_special_ids(tiny: LLaDATokenizer, tiny_fo
     assert tiny.mask_id == id_of["<|mdm_mask|>"] != tiny.pad_id
     assert tiny.eot_id == id_of["<|eot_id|>"]
     assert tiny.vocab_size == 456 + len(chat.LLADA_SPECIAL_TOKENS)
+    assert tiny.eos_ids == [tiny.eos_id]  # no config.json or generation_config.json here
+    assert tiny.stop_ids == [tiny.eos_id, tiny.eot_id]
 
 
 def test_tiny_tokenizer_round_trip(tiny: LLaDATokenizer) -> None:

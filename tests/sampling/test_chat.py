@@ -70,4 +70,4 @@ def test_the_command_line_chat(standin, monkeypatch, capsys):
                     "--block-length", "8", "--steps", "8"])  # fmt: skip
     assert len(replies) == 2
     out = capsys.readouterr().out
-    assert "answer length 16" in out and out.count("\n> ") == 2
+    assert "fixed canvas of 16" in out and out.count("\n> ") == 2
