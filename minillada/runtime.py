@@ -138,9 +138,9 @@ def progress_disabled() -> bool:
 
 def progress_bar(iterable: Any = None, **kwargs: Any) -> tqdm.std.tqdm:
     """A text progress bar (``tqdm.std``), in a terminal and in Jupyter alike, off under
-    TQDM_DISABLE=1. Not the widget of tqdm's auto module: a notebook saved with widget bars shows "Error
-    displaying widget: model not found" when it is reopened (JupyterLab does not save their state
-    by default); a text bar is saved as the text it printed last."""
+    TQDM_DISABLE=1. Not the widget bar of tqdm's auto module: a notebook saved with widget bars
+    shows "Error displaying widget: model not found" when it is reopened (JupyterLab does not save
+    their state by default); a text bar is saved as the text it printed last."""
     disable = kwargs.pop("disable", False) or progress_disabled()
     kwargs.setdefault("file", sys.stdout)  # stderr would print in red in a notebook
     kwargs.setdefault("ncols", 100)

@@ -98,3 +98,12 @@ def test_the_library_never_imports_tqdm_auto():
     root = Path(__file__).resolve().parents[1] / "minillada"
     offenders = [p.name for p in root.rglob("*.py") if "tqdm.auto" in p.read_text()]
     assert not offenders, f"use minillada.runtime.progress_bar (text bars): {offenders}"
+
+
+def test_portable_paths_names_the_data_dir_variable_once(monkeypatch, tmp_path):
+    folders = f"{tmp_path / 'a'}:{tmp_path / 'b'}"
+    monkeypatch.setenv("MINILLADA_DATA_DIR", folders)
+    text = f"No local copy either: $MINILLADA_DATA_DIR={folders} (looked for x); {tmp_path / 'a'}/x"
+    out = portable_paths(text)
+    assert "$MINILLADA_DATA_DIR=<2 folder(s)> (looked for x)" in out
+    assert "$MINILLADA_DATA_DIR/x" in out and "$MINILLADA_DATA_DIR=$MINILLADA_DATA_DIR" not in out

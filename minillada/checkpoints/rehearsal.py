@@ -51,6 +51,7 @@ import torch
 
 from minillada.checkpoints.dialects import ILLADA_INFO
 from minillada.checkpoints.hf import save_hf_checkpoint
+from minillada.checkpoints.standins import TOKENIZER_TEXT
 from minillada.data import bpe
 from minillada.data.chat import LLADA_CHAT_TEMPLATE, LLADA_SPECIAL_TOKENS
 from minillada.models.llada import LLaDAModel, preset
@@ -96,19 +97,11 @@ ILLADA_REHEARSAL_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n<think>\n' }}{% endif %}"
 )
-# the text the tokenizers learn their merges from (byte-level: any text encodes)
-_TEXT = (
-    "Q: Natalia sold clips to 48 of her friends in April, and then she sold half as many clips "
-    "in May. How many clips did Natalia sell altogether in April and May?\n\nA: Solve the problem "
-    "step by step. At the end, write the final answer on a separate line in this exact format:\n"
-    "#### 72\nQuestion: A man is sitting on a roof. He starts pulling up roofing on the roof. "
-    "Answer: The answer is 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 and 10.\n"
-) * 8
 
 
 def _illada_files(folder: Path, instruct: bool, variant: int, seed: int) -> None:
     specials = _ILLADA_SPECIALS + ((_THINK_END,) if variant == 0 else ())
-    tokenizer = bpe.train_bpe_fast(_TEXT, 512, specials, True)
+    tokenizer = bpe.train_bpe_fast(TOKENIZER_TEXT, 512, specials, True)
     eos, end_of_turn = tokenizer.token_to_id("<|endoftext|>"), tokenizer.token_to_id("<|im_end|>")
     bos, pad = tokenizer.token_to_id("<|begin_of_text|>"), tokenizer.token_to_id("<|pad|>")
     assert tokenizer.token_to_id("<[MASK]>") == 5
@@ -161,14 +154,13 @@ def _illada_files(folder: Path, instruct: bool, variant: int, seed: int) -> None
         chat_template=ILLADA_REHEARSAL_TEMPLATE if instruct else None,
     )
     _set_pad(folder, "<|pad|>")
-    generation = {
-        "_from_model_config": True,
-        "bos_token_id": bos,
-        "eos_token_id": [eos, end_of_turn] if variant == 1 else eos,
-        "pad_token_id": pad,
-        "transformers_version": TRANSFORMERS_VERSION,
-    }
-    (folder / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+    _write_generation_config(
+        folder,
+        TRANSFORMERS_VERSION,
+        bos_token_id=bos,
+        eos_token_id=[eos, end_of_turn] if variant == 1 else eos,
+        pad_token_id=pad,
+    )
 
 
 # how much longer the end token's output row is than a random row: long enough that the token wins
@@ -184,6 +176,12 @@ def tilt_towards(model: LLaDAModel, token: int) -> None:
         model.head_weight[token] *= END_TILT
 
 
+def _write_generation_config(folder: Path, version: str, **ids) -> None:
+    """generation_config.json as transformers writes it from a model's config."""
+    config = {"_from_model_config": True, **ids, "transformers_version": version}
+    (folder / "generation_config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
 def _set_pad(folder: Path, pad: str) -> None:
     """The tokenizer files' pad token (minillada's saver pads with EOS, as LLaDA does)."""
     path = folder / "tokenizer_config.json"
@@ -197,7 +195,7 @@ def _set_pad(folder: Path, pad: str) -> None:
 
 
 def _llada_files(folder: Path, instruct: bool, variant: int, seed: int) -> None:
-    tokenizer = bpe.train_bpe_fast(_TEXT, 512, LLADA_SPECIAL_TOKENS, True)
+    tokenizer = bpe.train_bpe_fast(TOKENIZER_TEXT, 512, LLADA_SPECIAL_TOKENS, True)
     eos = tokenizer.token_to_id("<|endoftext|>")
     config = preset(
         "llada_1b",
@@ -228,13 +226,12 @@ def _llada_files(folder: Path, instruct: bool, variant: int, seed: int) -> None:
         eos_token="<|endoftext|>",
         chat_template=LLADA_CHAT_TEMPLATE if instruct else None,
     )
-    generation = {
-        "_from_model_config": True,
-        "bos_token_id": tokenizer.token_to_id("<|startoftext|>"),
-        "eos_token_id": [eos] if variant == 1 else eos,
-        "transformers_version": "4.38.2",
-    }
-    (folder / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+    _write_generation_config(  # LLaDA's was written by transformers 4.38.2
+        folder,
+        "4.38.2",
+        bos_token_id=tokenizer.token_to_id("<|startoftext|>"),
+        eos_token_id=[eos] if variant == 1 else eos,
+    )
 
 
 def _to_hub_cache(files: Path, root: Path, name: str) -> Path:

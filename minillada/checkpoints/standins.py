@@ -58,7 +58,7 @@ ILLADA_STANDIN_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|assistant|>\n<think>\n' }}{% endif %}"
 )
 # what the stand-in tokenizer learns its merges from: any text is encodable (byte-level BPE)
-_TOKENIZER_TEXT = (
+TOKENIZER_TEXT = (
     "Q: Natalia sold clips to 48 of her friends in April, and then she sold half as many clips "
     "in May. How many clips did Natalia sell altogether in April and May?\n\nA: Solve the problem "
     "step by step. At the end, write the final answer on a separate line in this exact format:\n"
@@ -70,7 +70,7 @@ STANDIN_NAMES = ("iLLaDA-8B-Instruct", "iLLaDA-8B-Base", "LLaDA-8B-Instruct")
 
 
 def _illada_standin(folder: Path, instruct: bool, seed: int) -> Path:
-    tokenizer = bpe.train_bpe_fast(_TOKENIZER_TEXT, 512, ILLADA_STANDIN_SPECIALS, True)
+    tokenizer = bpe.train_bpe_fast(TOKENIZER_TEXT, 512, ILLADA_STANDIN_SPECIALS, True)
     config = preset(
         "illada_1b",
         d_model=64,

@@ -122,7 +122,7 @@ def check_reproduction(record: TopK, path: str | Path, write: bool = True) -> st
             return f"no reference at {path} yet"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(record.to_json())
-        return f"recorded the reference {path} (commit it: later runs compare against it)"
+        return f"recorded the reference {path}: later runs compare against it"
     reference = TopK.from_file(path)
     problems = compare_top_k(record, reference)
     if problems:

@@ -39,7 +39,12 @@ from minillada.checkpoints.standins import STAND_IN_FIELD
 from minillada.data.chat import answer_after_thinking
 from minillada.models.llada import preset
 from minillada.models.sizing import count_parameters, forward_flops
-from minillada.sampling.answer import ILLADA_INSTRUCT, GenerationSettings, generate_answer
+from minillada.sampling.answer import (
+    ILLADA_INSTRUCT,
+    LLADA_INSTRUCT,
+    GenerationSettings,
+    generate_answer,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTRUCT = "iLLaDA-8B-Instruct"
@@ -328,15 +333,23 @@ def test_bad_snapshots_are_refused_before_a_weight_is_read(case, local, opt_in, 
 # ---- the command lines on rehearsals -------------------------------------------------------------
 
 
-def test_the_chat_command_answers_with_its_defaults(local, opt_in, monkeypatch, capsys):
+@pytest.mark.parametrize(
+    "model, flags, settings",
+    [
+        (INSTRUCT, ["-v"], ILLADA_INSTRUCT),  # budget 2048, blocks of 32, the boost
+        ("LLaDA-8B-Instruct", [], LLADA_INSTRUCT),  # a fixed canvas of 256, 256 steps
+    ],
+)
+def test_the_chat_command_answers_with_its_defaults(model, flags, settings, local, opt_in,
+                                                    monkeypatch, capsys):  # fmt: skip
     from minillada.cli.chat import main
 
     monkeypatch.setenv("MINILLADA_WEIGHTS_DIR", str(local[0]))
     monkeypatch.setattr("sys.stdin", io.StringIO("What is 2+2?\n\n"))
-    replies = main(["--model", INSTRUCT, "-v", "--device", "cpu"])
+    replies = main(["--model", model, "--device", "cpu", *flags])
     out = capsys.readouterr().out
     assert len(replies) == 1 and out.count("\n> ") == 1
-    assert ILLADA_INSTRUCT.describe() in out  # budget 2048, blocks of 32, the boost
+    assert settings.describe() in out
 
 
 BAD_CHAT = {

@@ -22,10 +22,10 @@ from minillada.checkpoints.released import (
     weights_dir,
 )
 from minillada.checkpoints.standins import (
-    _TOKENIZER_TEXT,
     ILLADA_STANDIN_SPECIALS,
     ILLADA_STANDIN_TEMPLATE,
     STAND_IN_FIELD,
+    TOKENIZER_TEXT,
     write_standin,
 )
 from minillada.data import bpe
@@ -100,7 +100,7 @@ def _no_think_end(standins, tmp_path):
         "<reserved>" if s == "<think>" else s for s in ILLADA_STANDIN_SPECIALS if s != "</think>"
     ]
     assert specials.index("<[MASK]>") == 5  # the mask keeps iLLaDA's id
-    tokenizer = bpe.train_bpe_fast(_TOKENIZER_TEXT, 512, specials, True)
+    tokenizer = bpe.train_bpe_fast(TOKENIZER_TEXT, 512, specials, True)
     template = ILLADA_STANDIN_TEMPLATE.replace("<think>\n", "")
     assert "think" not in template
     bpe.save_tokenizer(tokenizer, folder, "<s>", "</s>", chat_template=template)

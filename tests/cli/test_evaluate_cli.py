@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from minillada.cli.evaluate import main
+from minillada.evaluation.results_file import rank_path, read_results, write_results
 
 ROOT = Path(__file__).resolve().parents[2]
 GSM8K_ARGS = ["iLLaDA-8B-Instruct", "--task", "gsm8k", "--limit", "3", "--budget", "32",
@@ -89,6 +90,10 @@ def test_gsm8k_in_process_is_labelled_as_a_stand_in(tmp_path, capsys, one_cpu_th
     saved = json.loads(out.read_text())
     assert saved["texts"] == result["texts"] and saved["model"] == result["model"]
     assert saved["interval"] == list(result["interval"])
+    assert saved["settings"]["sampler"] == "exact" and saved["settings"]["gen_length"] == 32
+    assert saved["settings"]["describe"] in result["summary"]
+    assert read_results(tmp_path / "one.jsonl")[0] == saved["fingerprint"]  # every item kept
+    assert len(read_results(tmp_path / "one.jsonl")[1]) == 3
     printed = capsys.readouterr().out
     assert "paper: 89.0% (0-shot, chat template" in printed and "1 process(es)" in printed
     assert (tmp_path / "si" / "config.json").is_file()  # the stand-in was written there
@@ -129,3 +134,64 @@ def test_hellaswag_under_torchrun_gives_the_same_choices(tmp_path, one_cpu_threa
     assert two["world_size"] == 2 and two["n"] == 3
     assert two["choices"] == [list(c) for c in one["choices"]]
     assert (two["acc"], two["acc_norm"]) == (one["acc"], one["acc_norm"])
+
+
+def test_threshold_and_cache_reach_the_sampler_and_are_named(tmp_path, one_cpu_thread, gsm8k_test):
+    args = [*GSM8K_ARGS[:4], "1", *GSM8K_ARGS[5:], "--threshold", "0.9", "--cache", "dual"]
+    result = main([*args, "--stand-in", str(tmp_path / "si")])
+    settings = result["settings"]
+    assert (settings["sampler"], settings["threshold"], settings["cache"]) == (
+        "approximate", 0.9, "dual",
+    )  # fmt: skip
+    assert "threshold 0.9, dual cache" in settings["describe"]
+    assert settings["describe"] in result["summary"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--threshold", "1.5"], "threshold 1.5 is not a probability"),
+        (["--out", "x.jsonl"], "expected the summary's path"),
+    ],
+)
+def test_bad_settings_are_refused_before_loading(tmp_path, one_cpu_thread, extra, message):
+    stand_in = tmp_path / "never"
+    with pytest.raises(SystemExit, match=message):
+        main([*GSM8K_ARGS, "--stand-in", str(stand_in), *extra])
+    assert not stand_in.exists()  # nothing was written or loaded
+
+
+def test_threshold_is_refused_for_hellaswag(tmp_path, one_cpu_thread, hellaswag_file):
+    with pytest.raises(SystemExit, match="HellaSwag scores the endings without sampling"):
+        main([*_hellaswag_args(hellaswag_file), "--cache", "prefix"])
+
+
+def test_another_runs_results_file_is_refused(tmp_path, one_cpu_thread, gsm8k_test):
+    args = [*GSM8K_ARGS[:4], "1", *GSM8K_ARGS[5:], "--stand-in", str(tmp_path / "si")]
+    main([*args, "--out", str(tmp_path / "r.json")])
+    with pytest.raises(SystemExit) as err:
+        main([*args, "--out", str(tmp_path / "r.json"), "--budget", "64"])
+    assert "settings.gen_length (file: 32, this run: 64)" in str(err.value)
+    assert "another --out" in str(err.value)
+
+
+def test_merge_reads_the_rank_files_without_the_model(tmp_path, capsys, one_cpu_thread, gsm8k_test):
+    one = main([*GSM8K_ARGS, "--stand-in", str(tmp_path / "si"), "--out", str(tmp_path / "a.json")])
+    fingerprint, pairs = read_results(tmp_path / "a.jsonl")
+    path = tmp_path / "b.jsonl"  # the files two processes would have left for --out b.json
+    merge = [*GSM8K_ARGS, "--out", str(tmp_path / "b.json"), "--merge"]
+    with pytest.raises(SystemExit, match=r"found nothing: check --out"):
+        main(merge)
+    write_results(rank_path(path, 0, 2), fingerprint, pairs[0:1])  # one answer short
+    write_results(rank_path(path, 1, 2), fingerprint, pairs[1::2])
+    with pytest.raises(SystemExit, match=r"rank 0: 1 of 2 items \(b.rank0-of-2.jsonl\)"):
+        main(merge)
+    write_results(rank_path(path, 0, 2), fingerprint, pairs[0::2])
+    capsys.readouterr()
+    merged = main(merge)
+    assert merged["texts"] == one["texts"] and merged["world_size"] == 2
+    assert read_results(path) == (fingerprint, pairs)
+    assert json.loads((tmp_path / "b.json").read_text())["texts"] == one["texts"]
+    assert "merged the files of 2 process(es)" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match=r"data.n \(file: 3, this run: 2\)"):
+        main([*merge, "--limit", "2"])

@@ -2,14 +2,27 @@
 papers' prompts (chat for Instruct, few-shot text for Base), run_hellaswag chooses exactly as
 choose_text does with the scorer named, and the papers' numbers are looked up with their setting."""
 
-from dataclasses import replace
+import json
+from dataclasses import fields, replace
 
 import pytest
 import torch
 
 from minillada.checkpoints.released import load_released
 from minillada.checkpoints.standins import write_standin
-from minillada.evaluation.benchmarks import gsm8k_prompt, run_gsm8k, run_hellaswag
+from minillada.evaluation import benchmarks
+from minillada.evaluation.benchmarks import (
+    ChoiceItem,
+    GeneratedItem,
+    gsm8k_fingerprint,
+    gsm8k_prompt,
+    gsm8k_run_from_results,
+    hellaswag_fingerprint,
+    run_gsm8k,
+    run_hellaswag,
+    sampler_kind,
+    settings_record,
+)
 from minillada.evaluation.gsm8k import (
     BASE_STOP_STRINGS,
     GSM8KScore,
@@ -21,7 +34,18 @@ from minillada.evaluation.gsm8k import (
 from minillada.evaluation.hellaswag import HellaSwagItem
 from minillada.evaluation.multiple_choice import choose_text, confidence_scorer, mdm_scorer
 from minillada.evaluation.paper import PAPER_RESULTS, paper_result
-from minillada.sampling.answer import ILLADA_BASE, ILLADA_INSTRUCT, generate_answer
+from minillada.evaluation.results_file import (
+    ResultsFile,
+    ResultsFileError,
+    read_results,
+    snapshot_fingerprint,
+)
+from minillada.sampling.answer import (
+    ILLADA_BASE,
+    ILLADA_INSTRUCT,
+    GenerationSettings,
+    generate_answer,
+)
 
 INSTRUCT_SETTINGS = replace(ILLADA_INSTRUCT, gen_length=32)
 BASE_SETTINGS = replace(ILLADA_BASE, gen_length=32)
@@ -166,3 +190,114 @@ def test_paper_results_are_found_with_their_setting():
     assert paper_result("iLLaDA-8B", "gsm8k") is None
     pairs = [(r.model, r.task) for r in PAPER_RESULTS]
     assert len(pairs) == len(set(pairs))  # one number per model and task
+
+
+# --- runs kept in a results file, and the time known before the run -----------------------------
+
+
+def _without_time(results: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
+    """A file's item lines without the seconds each took (the one thing two runs differ in)."""
+    return [(i, {k: v for k, v in r.items() if k != "seconds"}) for i, r in results]
+
+
+class _Killed(Exception):
+    """Stands for the process dying in the middle of a run."""
+
+
+def test_run_gsm8k_keeps_every_answer_and_resumes_after_a_kill(
+    stand_ins, gsm8k_items, tmp_path, monkeypatch
+):
+    loaded, items = stand_ins["iLLaDA-8B-Instruct"], gsm8k_items[:3]
+    whole = run_gsm8k(loaded, items, INSTRUCT_SETTINGS, results=tmp_path / "whole.jsonl")
+    fingerprint, pairs = read_results(tmp_path / "whole.jsonl")
+    assert fingerprint == whole.fingerprint and whole.results == tmp_path / "whole.jsonl"
+    assert [GeneratedItem.from_dict(r) for _, r in pairs] == whole.items
+
+    calls = []
+
+    def dies_at_the_third(*args, **kwargs):
+        if len(calls) == 2:
+            raise _Killed
+        calls.append(args)
+        return generate_answer(*args, **kwargs)
+
+    monkeypatch.setattr(benchmarks, "generate_answer", dies_at_the_third)
+    path = tmp_path / "resumed.jsonl"
+    with pytest.raises(_Killed):
+        run_gsm8k(loaded, items, INSTRUCT_SETTINGS, results=path)
+    assert [i for i, _ in read_results(path)[1]] == [0, 1]
+    calls.clear()
+    resumed = run_gsm8k(loaded, items, INSTRUCT_SETTINGS, results=path)
+    assert len(calls) == 1  # only the item the killed run had not finished
+    assert _without_time(read_results(path)[1]) == _without_time(pairs)
+    assert [i.text for i in resumed.items] == [i.text for i in whole.items]
+    assert resumed.score == whole.score and resumed.settings == whole.settings
+    assert resumed.forward_passes == whole.forward_passes
+    with pytest.raises(ResultsFileError, match=r"settings.threshold \(file: null, this run: 0.9\)"):
+        run_gsm8k(loaded, items, replace(INSTRUCT_SETTINGS, threshold=0.9), results=path)
+    with pytest.raises(ResultsFileError, match=r"data.digest"):
+        run_gsm8k(loaded, gsm8k_items[1:4], INSTRUCT_SETTINGS, results=path)
+
+
+def test_the_fingerprint_names_the_model_every_setting_and_the_items(stand_ins, gsm8k_items):
+    loaded = stand_ins["iLLaDA-8B-Instruct"]
+    fast = replace(INSTRUCT_SETTINGS, threshold=0.9, cache="dual")
+    fingerprint = gsm8k_fingerprint(loaded, gsm8k_items[:2], fast)
+    settings = fingerprint["settings"]
+    assert {f.name for f in fields(GenerationSettings)} <= set(settings)
+    assert (settings["threshold"], settings["cache"]) == (0.9, "dual")
+    assert settings["sampler"] == "approximate" and settings["describe"] == fast.describe()
+    assert settings_record(INSTRUCT_SETTINGS)["sampler"] == "exact"
+    assert sampler_kind(replace(INSTRUCT_SETTINGS, cache="prefix")) == "approximate"
+    model = fingerprint["model"]
+    assert model["name"] == "stand-in for iLLaDA-8B-Instruct" and model["dtype"] == "float32"
+    assert model == {"name": model["name"], "dtype": "float32"} | snapshot_fingerprint(
+        loaded.report.folder
+    )
+    assert fingerprint["task"]["think_end"] == "</think>" and fingerprint["data"]["n"] == 2
+    other = gsm8k_fingerprint(loaded, gsm8k_items[1:3], fast)
+    assert other["data"]["digest"] != fingerprint["data"]["digest"]
+    with pytest.raises(ResultsFileError, match="These results answer other items"):
+        gsm8k_run_from_results(fingerprint, gsm8k_items[1:3], [])
+
+
+def test_generated_and_chosen_items_round_trip_through_json():
+    generated = GeneratedItem("#### 3</think>", 32, 32, 7, 0.25)
+    assert GeneratedItem.from_dict(json.loads(json.dumps(generated.to_dict()))) == generated
+    chosen = ChoiceItem(2, 1, 0.5)
+    assert ChoiceItem.from_dict(json.loads(json.dumps(chosen.to_dict()))) == chosen
+    with pytest.raises(ValueError, match=r"Expected a ChoiceItem with fields .* found \['raw'\]"):
+        ChoiceItem.from_dict({"raw": 1})
+
+
+def test_run_hellaswag_keeps_every_choice_and_resumes(stand_ins, tmp_path):
+    loaded = stand_ins["iLLaDA-8B-Base"]
+    plain = run_hellaswag(loaded, HELLASWAG, "confidence")
+    path = tmp_path / "h.jsonl"
+    with ResultsFile.open(path, hellaswag_fingerprint(loaded, HELLASWAG)) as f:
+        f.append(1, plain.items[1].to_dict())  # one item left by an earlier, killed run
+    kept = run_hellaswag(loaded, HELLASWAG, "confidence", results=path)
+    assert [(i.raw_choice, i.normalised_choice) for i in kept.items] == [
+        (i.raw_choice, i.normalised_choice) for i in plain.items
+    ]
+    assert (kept.correct, kept.correct_norm, kept.method) == (
+        plain.correct, plain.correct_norm, plain.method,
+    )  # fmt: skip
+    assert [i for i, _ in read_results(path)[1]] == [1, 0, 2]  # the order they finished
+    assert kept.fingerprint["task"] == {
+        "name": "hellaswag", "method": "confidence", "add_bos": True, "padd_eos": True,
+        "label": "confidence (padd_eos)",
+    }  # fmt: skip
+    with pytest.raises(ResultsFileError, match=r"task.method \(file: \"confidence\""):
+        run_hellaswag(loaded, HELLASWAG, "mc", mc_num=4, results=path)
+
+
+def test_progress_prints_the_expected_minutes_for_the_run_and_the_full_set(
+    stand_ins, gsm8k_items, capsys
+):
+    run_gsm8k(stand_ins["iLLaDA-8B-Instruct"], gsm8k_items[:2], INSTRUCT_SETTINGS, progress=True)
+    out = capsys.readouterr().out
+    assert "GSM8K: " in out and " s per item (the first 2): the 2 requested items take about" in out
+    assert "all 1,319 GSM8K problems about" in out and "in one process" in out
+    run_hellaswag(stand_ins["iLLaDA-8B-Base"], HELLASWAG[:1], progress=True)
+    assert "all 10,042 HellaSwag items about" in capsys.readouterr().out
