@@ -93,3 +93,58 @@ def test_bad_input(tiny):
         confidence_score(tiny, torch.tensor([1, MASK]), torch.tensor([3]))
     with pytest.raises(ValueError, match="mask"):
         confidence_score(tiny, torch.tensor([1, 2]), torch.tensor([3]), mask_id=7)
+
+
+@pytest.fixture(scope="module")
+def gqa():
+    cfg = preset(
+        "illada_1b", d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, mlp_hidden_size=96,
+        vocab_size=512, embedding_size=512, rope_theta=1e4, rms_norm_eps=1e-5,
+        mask_token_id=MASK, eos_token_id=EOS, pad_token_id=EOS,
+    )  # fmt: skip
+    return LLaDAModel(cfg, generator=torch.Generator().manual_seed(2)).double().eval()
+
+
+@pytest.mark.parametrize("which", ["tiny", "gqa", "shipped"])
+@pytest.mark.parametrize("padd_eos", [False, True])
+def test_batched_answers_score_as_each_alone(which, padd_eos, tiny, gqa):
+    """HellaSwag's endings in one batch (different lengths, left-padded, finished rows leaving):
+    every score, order and loss equals scoring that ending alone, in float64."""
+    from minillada.checkpoints.hf import load_hf_checkpoint
+    from minillada.checkpoints.shipped import INSTRUCT_SHAKESPEARE, shipped_checkpoint
+    from minillada.diffusion.confidence import confidence_scores
+
+    if which == "shipped":  # lesson 6's trained model, whose choices are not near-ties
+        model = load_hf_checkpoint(shipped_checkpoint(INSTRUCT_SHAKESPEARE), dtype=torch.float64)
+        mask, eos, vocab = model.config.mask_token_id, model.config.eos_token_id, 1000
+    else:
+        model, mask, eos, vocab = (tiny if which == "tiny" else gqa), MASK, EOS, 500
+    g = torch.Generator().manual_seed(3)
+    context = torch.randint(0, vocab, (9,), generator=g)
+    answers = [torch.randint(0, vocab, (n,), generator=g) for n in (4, 1, 7, 3)]
+    eos_id = eos if padd_eos else None
+    # RoPE's tables are float32 (as LLaDA computes them): a row shifted by its padding rounds its
+    # angles differently, about 1e-7 relative in the logits of lesson 6's model (measured 1.5e-7;
+    # the toy models' angles round alike); everything else is float64
+    tol = 1e-5 if which == "shipped" else 1e-9
+    batched = confidence_scores(model, context, answers, mask, eos_id)
+    for answer, got in zip(answers, batched, strict=True):
+        alone = confidence_score(model, context, answer, mask, eos_id)
+        assert got.order == alone.order
+        assert got.losses == pytest.approx(alone.losses, rel=tol, abs=tol)
+        assert got.score == pytest.approx(alone.score, rel=tol, abs=tol)
+
+
+def test_batched_scores_refuse_bad_input(tiny):
+    from minillada.diffusion.confidence import confidence_scores
+
+    context = torch.tensor([1, 2, 3])
+    with pytest.raises(ValueError, match="No answers"):
+        confidence_scores(tiny, context, [], MASK)
+    with pytest.raises(ValueError, match="Answer 1 is empty"):
+        empty = torch.tensor([], dtype=torch.long)
+        confidence_scores(tiny, context, [torch.tensor([4]), empty], MASK)
+    with pytest.raises(ValueError, match="Answer 0 contains the mask id"):
+        confidence_scores(tiny, context, [torch.tensor([MASK])], MASK)
+    with pytest.raises(ValueError, match="The context contains the mask id"):
+        confidence_scores(tiny, torch.tensor([MASK]), [torch.tensor([4])], MASK)
