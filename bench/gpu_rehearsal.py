@@ -357,7 +357,8 @@ def forward_ms(model, length: int, vocab: int, mask_id: int, device: torch.devic
 
 def run_cli(workdir: Path, gsm8k: Path, dry_run: bool, timeout: int, data: dict) -> None:
     out = workdir / "cli_gsm8k.json"
-    out.unlink(missing_ok=True)
+    for old in workdir.glob("cli_gsm8k*"):  # the JSON and its .jsonl: a fresh run
+        old.unlink()
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
         "-m", "minillada.cli.evaluate", INSTRUCT, "--task", "gsm8k", "--limit", "2",

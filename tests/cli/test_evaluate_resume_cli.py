@@ -65,15 +65,41 @@ def uninterrupted(tmp_path_factory, gsm8k_test):
     return result, fingerprint, pairs
 
 
-def _kill_after_two_answers(command: list[str], files: list[Path], log: Path) -> dict:
-    """Start ``command``, SIGKILL it (with every process it started) as soon as ``files`` hold
-    two answers between them; return what each file held at that moment."""
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (torchrun's workers), read from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:  # "pid (name) state ppid ...": the name may hold spaces, so split after its ")"
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):  # a process that ended meanwhile
+            continue
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _kill_after_two_answers(
+    command: list[str], files: list[Path], log: Path, workers_expected: int
+) -> dict:
+    """Start ``command``, SIGKILL it and every process it started as soon as ``files`` hold two
+    answers between them; return what each file held then. torchrun starts each worker in a
+    session of its own, so killing torchrun's process group alone would leave the workers
+    running to the end of the run: each worker's group is killed too."""
+    if not Path("/proc/self/stat").is_file():
+        pytest.skip("finding torchrun's workers needs Linux's /proc")
     with open(log, "w") as err:
         process = subprocess.Popen(
             command, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=err,
-            start_new_session=True,  # its own process group: torchrun's workers die with it
+            start_new_session=True,  # a process group of its own, killed below
         )  # fmt: skip
     deadline = time.monotonic() + 120
+    workers: list[int] = []
     try:
         while sum(len(read_results(f)[1]) for f in files) < 2:
             if process.poll() is not None:
@@ -82,10 +108,20 @@ def _kill_after_two_answers(command: list[str], files: list[Path], log: Path) ->
             if time.monotonic() > deadline:
                 pytest.fail("no two answers within 120 s")
             time.sleep(0.005)
+        workers = _children(process.pid)
     finally:
+        for pid in workers:
+            os.killpg(pid, signal.SIGKILL)
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-    return {f: read_results(f)[1] for f in files}
+    assert len(workers) == workers_expected, f"expected {workers_expected} workers: {workers}"
+    while not all(_gone(pid) for pid in workers):
+        assert time.monotonic() < deadline, f"workers {workers} still alive after SIGKILL"
+        time.sleep(0.01)
+    at_kill = {f: read_results(f)[1] for f in files}
+    time.sleep(0.5)  # nothing writes any more: the run is really dead
+    assert {f: read_results(f)[1] for f in files} == at_kill
+    return at_kill
 
 
 def _run(command: list[str]) -> subprocess.CompletedProcess:
@@ -115,7 +151,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, gsm8k_test, 
     out = tmp_path / "run.json"
     command = [sys.executable, "-m", "minillada.cli.evaluate", *ARGS, "--data", str(gsm8k_test),
                "--stand-in", str(tmp_path / "si"), "--out", str(out)]  # fmt: skip
-    at_kill = _kill_after_two_answers(command, [out.with_suffix(".jsonl")], tmp_path / "log")
+    at_kill = _kill_after_two_answers(command, [out.with_suffix(".jsonl")], tmp_path / "log", 0)
     done = _run(command)
     finished = len(at_kill[out.with_suffix(".jsonl")])
     assert f"resuming run.jsonl: {finished} of 6 items already there" in done.stdout
@@ -128,7 +164,7 @@ def test_a_killed_torchrun_resumes_to_the_uninterrupted_result(tmp_path, gsm8k_t
     cli = ["-m", "minillada.cli.evaluate", *ARGS, "--data", str(gsm8k_test),
            "--stand-in", str(tmp_path / "si"), "--out", str(out)]  # fmt: skip
     files = [rank_path(out.with_suffix(".jsonl"), r, 2) for r in range(2)]
-    at_kill = _kill_after_two_answers(_torchrun() + cli, files, tmp_path / "log")
+    at_kill = _kill_after_two_answers(_torchrun() + cli, files, tmp_path / "log", 2)
     assert not out.with_suffix(".jsonl").exists()  # killed before the merge
     done = _run(_torchrun() + cli)
     assert done.stdout.count("2 process(es)") == 1  # rank 0 alone prints
