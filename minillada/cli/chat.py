@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from minillada.checkpoints.devices import DeviceError, check_device, device_advice
+from minillada.checkpoints.devices import DeviceError, device_advice
 from minillada.checkpoints.released import (
     RELEASED,
     _load,
@@ -115,11 +115,10 @@ def main(argv: list[str] | None = None) -> list[str]:
         dtype = getattr(torch, args.dtype)
     else:
         dtype = torch.bfloat16 if device.type == "cuda" else cpu_dtype(report.config)
-    try:
-        check_device(report.config, device, dtype)
+    try:  # _load checks the device before it reads a weight
+        loaded = _load(report, device, dtype)
     except DeviceError as err:
         raise SystemExit(f"{err}\n{device_advice(report.config, dtype)}") from err
-    loaded = _load(report, device, dtype)
     chat = Chat(loaded.model, tokenizer, settings, torch.Generator().manual_seed(args.seed))
     print(portable_paths(loaded.summary()))
     print(f"{settings.describe()}; an empty line ends the chat.")

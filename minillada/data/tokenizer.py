@@ -273,8 +273,10 @@ def read_special_token_ids(
                 f"{folder / CONFIG_FILE}; a model cannot read one id as both. Pass the mask's own "
                 "id (mask_id=) or its string as tokenizer.json spells it (mask_token=)."
             )
-    _check_model_config(folder, ids)
-    _check_generation_config(folder, ids)
+    model_path, gen_path = folder / MODEL_CONFIG_FILE, folder / GENERATION_CONFIG_FILE
+    model_config = _read_json(model_path, required=False)
+    _check_model_config(model_path, folder, ids, model_config)
+    _check_generation_config(gen_path, ids, _read_json(gen_path, required=False), model_config)
     return ids
 
 
@@ -293,11 +295,9 @@ def _eos_ids_in(data: Mapping | None, path: Path) -> list[int]:
     return values
 
 
-def _check_model_config(folder: Path, ids: SpecialTokenIds) -> None:
-    """config.json, when present, must name the tokenizer's BOS (if it names one) and hold its EOS
-    among its eos ids (if it names any)."""
-    path = folder / MODEL_CONFIG_FILE
-    hf = _read_json(path, required=False)
+def _check_model_config(path: Path, folder: Path, ids: SpecialTokenIds, hf: Mapping | None) -> None:
+    """config.json (``hf``, read from ``path``), when present, must name the tokenizer's BOS (if it
+    names one) and hold its EOS among its eos ids (if it names any)."""
     if hf is None:
         return
     problems = []
@@ -313,11 +313,11 @@ def _check_model_config(folder: Path, ids: SpecialTokenIds) -> None:
         )
 
 
-def _check_generation_config(folder: Path, ids: SpecialTokenIds) -> None:
-    """generation_config.json, when present, must name the same BOS and EOS ids as the tokenizer,
-    and every eos id of config.json."""
-    path = folder / GENERATION_CONFIG_FILE
-    gen = _read_json(path, required=False)
+def _check_generation_config(
+    path: Path, ids: SpecialTokenIds, gen: Mapping | None, model_config: Mapping | None
+) -> None:
+    """generation_config.json (``gen``, read from ``path``), when present, must name the same BOS
+    and EOS ids as the tokenizer, and every eos id of config.json (``model_config``)."""
     if gen is None:
         return
     eos = gen.get("eos_token_id")
@@ -329,12 +329,12 @@ def _check_generation_config(folder: Path, ids: SpecialTokenIds) -> None:
         problems.append(f"eos_token_id {eos} (tokenizer: {ids.eos})")
     if problems:
         raise TokenizerFilesError(
-            f"{folder / GENERATION_CONFIG_FILE} disagrees with {CONFIG_FILE}: "
+            f"{path} disagrees with {CONFIG_FILE}: "
             f"{'; '.join(problems)}. The two files come from different models; "
             f"use one snapshot's files together."
         )
-    model_path = folder / MODEL_CONFIG_FILE
-    model_eos = _eos_ids_in(_read_json(model_path, required=False), model_path)
+    model_path = path.with_name(MODEL_CONFIG_FILE)
+    model_eos = _eos_ids_in(model_config, model_path)
     missing = [i for i in model_eos if i not in eos_ids]
     if eos is not None and missing:
         raise TokenizerFilesError(
@@ -524,8 +524,9 @@ class LLaDATokenizer:
         found = [*self.eos_ids, self.special.eot, None if eot is None else eot.id]
         return list(dict.fromkeys(i for i in found if i is not None))
 
+    @functools.cached_property
     def _think_end(self) -> tuple[list[int] | None, str]:
-        """The ids of ``</think>``, or None and why not (see ``think_end_ids``)."""
+        """The ids of ``</think>``, or None and why not (see ``think_end_ids``); worked out once."""
         one = self.tokenizer.token_to_id(THINK_END)
         if one is not None:
             return [one], ""
@@ -549,7 +550,7 @@ class LLaDATokenizer:
         """Whether this tokenizer's model closes a reasoning section with ``</think>``: the files
         have it as one token, or its text round-trips and the chat template mentions <think> or
         </think> or the files register <think> (the rule of ``think_end_ids``)."""
-        return self._think_end()[0] is not None
+        return self._think_end[0] is not None
 
     @property
     def think_end_ids(self) -> list[int]:
@@ -557,7 +558,7 @@ class LLaDATokenizer:
         end-of-thinking boost pushes; answers are cut on the text): its id when it is one token,
         else the ids its text encodes to when the files say the model thinks (``thinks``); an
         error for a model that does not think."""
-        ids, why = self._think_end()
+        ids, why = self._think_end
         if ids is None:
             raise TokenizerFilesError(
                 f"This tokenizer has no {THINK_END!r} token{why}: only a model that reasons "
@@ -565,7 +566,7 @@ class LLaDATokenizer:
                 "end-of-thinking boost off (think_end_boost=0) for this model, or load "
                 "iLLaDA-8B-Instruct's tokenizer files."
             )
-        return ids
+        return list(ids)  # a copy: the cached list stays as the files say
 
     @property
     def eot_id(self) -> int:
