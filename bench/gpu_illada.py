@@ -35,7 +35,8 @@ from minillada.models.kv_cache import KVCache
 from minillada.models.llada import LLaDAModel, preset
 from minillada.models.sizing import count_parameters, kv_bytes_per_token
 from minillada.runtime import environment_report
-from minillada.sampling.generate import generate, var_generate
+from minillada.sampling.generate import generate
+from minillada.sampling.variable_length import var_generate
 
 STAND_INS = {"rope_theta": 500_000.0, "rms_norm_eps": 1e-5, "mask_token_id": 5}  # timing only
 # dense bf16 TFLOP/s and HBM TB/s from NVIDIA's datasheets (SXM parts)

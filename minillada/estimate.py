@@ -87,3 +87,67 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     lo = 0.0 if successes == 0 else max(0.0, centre - half)  # exact at the edges
     hi = 1.0 if successes == n else min(1.0, centre + half)
     return lo, hi
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Two settings graded right/wrong on the same items, compared by McNemar's exact test.
+
+    Only the *discordant* items carry information: ``only_a`` right under A alone, ``only_b``
+    right under B alone. If A and B are equally accurate, each discordant item is a fair coin, so
+    ``only_b`` ~ Binomial(only_a + only_b, 1/2). Intervals of the two accuracies that overlap say
+    nothing here: the items are shared, and the pairing removes their difficulty from the noise.
+    """
+
+    n: int  # items graded under both settings
+    right_a: int
+    right_b: int
+    only_a: int  # right under A, wrong under B
+    only_b: int  # right under B, wrong under A
+
+    @property
+    def difference(self) -> float:
+        """accuracy(B) - accuracy(A)."""
+        return (self.right_b - self.right_a) / self.n
+
+    @property
+    def p_two_sided(self) -> float:
+        """P(a split of the discordant items at least this uneven, either way | equal accuracy)."""
+        k, d = min(self.only_a, self.only_b), self.only_a + self.only_b
+        return min(1.0, 2 * _binomial_tail(k, d)) if d else 1.0
+
+    @property
+    def p_b_worse(self) -> float:
+        """One-sided: P(B right alone on at most only_b of the discordant items | equal accuracy);
+        below 0.05, B is worse than A at the 5% level."""
+        d = self.only_a + self.only_b
+        return _binomial_tail(self.only_b, d) if d else 1.0
+
+    def line(self, a: str = "A", b: str = "B") -> str:
+        return (
+            f"{b} vs {a} on the same {self.n} items: {self.right_b} vs {self.right_a} right, "
+            f"{self.only_b} right only under {b}, {self.only_a} only under {a}; McNemar exact "
+            f"p = {self.p_two_sided:.3g} (two-sided), p = {self.p_b_worse:.3g} that {b} is worse"
+        )
+
+
+def _binomial_tail(k: int, n: int) -> float:
+    """P(X <= k) for X ~ Binomial(n, 1/2), exactly (integer sums)."""
+    return sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+
+
+def paired_comparison(right_a: Sequence[bool], right_b: Sequence[bool]) -> PairedComparison:
+    """McNemar's exact test of two settings graded on the same items, in the same order."""
+    if len(right_a) != len(right_b) or not right_a:
+        raise ValueError(
+            f"A paired test needs the same items under both settings: got {len(right_a)} and "
+            f"{len(right_b)} grades (and at least one)."
+        )
+    a, b = [bool(x) for x in right_a], [bool(x) for x in right_b]
+    return PairedComparison(
+        len(a),
+        sum(a),
+        sum(b),
+        sum(x and not y for x, y in zip(a, b, strict=True)),
+        sum(y and not x for x, y in zip(a, b, strict=True)),
+    )

@@ -2,6 +2,7 @@
 
     python -m minillada.cli.evaluate iLLaDA-8B-Instruct --task gsm8k --limit 100 --out r.json
     python -m minillada.cli.evaluate iLLaDA-8B-Instruct --task gsm8k --threshold 0.9 --cache dual
+    python -m minillada.cli.evaluate iLLaDA-8B-Instruct --task gsm8k --batch-size 32 --cache dual
     python -m minillada.cli.evaluate iLLaDA-8B-Base --task gsm8k --shots 8 --limit 200
     python -m minillada.cli.evaluate iLLaDA-8B-Base --task hellaswag --method confidence
     torchrun --nproc_per_node=8 -m minillada.cli.evaluate iLLaDA-8B-Base --task hellaswag \\
@@ -13,7 +14,11 @@ The weights are read from ``--weights`` or ``$MINILLADA_WEIGHTS_DIR/<name>``
 and uses the project's stand-in instead (``minillada.checkpoints.standins``), labelled as such.
 Without ``--limit`` the whole set is scored (GSM8K: 1,319 problems; HellaSwag: 10,042 items).
 ``--threshold`` and ``--cache`` switch GSM8K's sampler to lesson 8's approximate one; the result
-says which sampler ran ("exact" or "approximate") and every setting.
+says which sampler ran ("exact" or "approximate") and every setting. ``--batch-size N`` answers N
+GSM8K prompts per forward pass (rows that finish leave, waiting prompts take their place; at
+temperature 0 each answer is its batch-1 answer, exactly in float32 up to rounding); for HellaSwag
+with ``--method mc`` it is the Monte Carlo samples per pass (default 32). HellaSwag's confidence
+score always scores an item's four endings in one batch.
 
 With ``--out X.json`` every finished item is appended to ``X.jsonl`` as it is done
 (``minillada.evaluation.results_file``), so a run that is killed keeps its work: the same command
@@ -100,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["prefix", "dual"],
         default=None,
         help="GSM8K: Fast-dLLM's key/value cache (approximate; lesson 8)",
+    )
+    ap.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="GSM8K: prompts per forward pass (default 1); HellaSwag mc: samples per pass (32)",
     )
     ap.add_argument("--method", choices=["confidence", "mc"], default="confidence")
     ap.add_argument("--mc-num", type=int, default=128)
@@ -235,6 +246,8 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, float]:
     """Load the model and run the task (every process): the result and the wall seconds."""
     results = results_path(args.out)
     settings = gsm8k_settings(args) if args.task == "gsm8k" else None  # refused before loading
+    if args.batch_size is not None and args.batch_size < 1:
+        raise SystemExit(f"--batch-size {args.batch_size}: expected at least 1 (rows per pass).")
     if args.task == "hellaswag" and (args.threshold is not None or args.cache is not None):
         raise SystemExit(
             "--threshold and --cache change GSM8K's sampler; HellaSwag scores the endings without "
@@ -271,8 +284,9 @@ def _run(
     if args.task == "gsm8k":
         shots, items = gsm8k_items(args)
         run = run_gsm8k(
-            loaded, items, settings, shots=shots, progress=True, results=results, wait_seconds=wait
-        )
+            loaded, items, settings, shots=shots, progress=True, results=results,
+            wait_seconds=wait, batch_size=args.batch_size or 1,
+        )  # fmt: skip
         result = gsm8k_result(run)
     else:
         items = load_hellaswag(args.data, args.limit)
@@ -281,6 +295,7 @@ def _run(
             items,
             args.method,
             mc_num=args.mc_num,
+            batch_size=args.batch_size or 32,
             progress=True,
             results=results,
             wait_seconds=wait,

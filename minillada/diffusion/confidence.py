@@ -18,9 +18,9 @@ with this score against 74.3 with the Monte Carlo likelihood (the lesson-3 estim
 
 ``confidence_scores`` scores several answers to one context (HellaSwag's four endings) in one
 batch per step: the rows are left-padded so that every row's tokens sit at the right end, padded
-keys are masked out, and a row leaves the batch once its answer is revealed. RoPE sees only
-relative positions, so a constant shift changes nothing and each row gets the score it gets alone
-(equal to ``confidence_score`` up to float rounding: to 1e-9 in float64).
+keys are masked out, each row's positions are counted from its first real token, and a row leaves
+the batch once its answer is revealed. Each row gets the score it gets alone (equal to
+``confidence_score`` up to the rounding of longer sums: to 1e-9 in float64).
 
 Shapes: P = context length, L = answer length, V = vocabulary, B = answers in a batch.
 """
@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from minillada.diffusion.guidance import model_logits
+from minillada.models.attention import row_positions
 from minillada.runtime import mask_id_of, model_device, upcast
 
 
@@ -136,12 +137,13 @@ def confidence_scores(
         if tail:
             x[b, -1] = eos_id
     x, clean, keep = x.to(device), clean.to(device), keep.to(device)
+    positions = row_positions(keep)  # (B, N): each row numbered as if alone
     answer_at = clean >= 0  # (B, N) the answer positions
     order: list[list[int]] = [[] for _ in range(B)]
     losses: list[list[float]] = [[] for _ in range(B)]
     for step in range(max(lengths)):
         rows = [b for b in range(B) if step < lengths[b]]  # answers with masks left
-        logits = upcast(model_logits(model, x[rows], keep[rows]))  # (b, N, V)
+        logits = upcast(model_logits(model, x[rows], keep[rows], positions[rows]))  # (b, N, V)
         for r, b in enumerate(rows):
             masked = ((x[b] == mask_id) & answer_at[b]).nonzero().squeeze(1)  # still masked
             ce = F.cross_entropy(logits[r, masked], clean[b, masked], reduction="none")  # (m,)

@@ -60,7 +60,7 @@ from minillada.evaluation.results_file import (
     fingerprint_differences,
     snapshot_fingerprint,
 )
-from minillada.sampling.answer import GenerationSettings, generate_answer
+from minillada.sampling.answer import Answer, GenerationSettings, generate_answer, generate_answers
 
 GSM8K_TEST_SIZE = 1319  # problems in GSM8K's test split (the forecast's "whole set")
 HELLASWAG_VAL_SIZE = 10042  # items in HellaSwag's validation split
@@ -189,9 +189,12 @@ def gsm8k_fingerprint(
     items: Sequence[GSM8KItem],
     settings: GenerationSettings,
     shots: Sequence[GSM8KItem] = (),
+    batch_size: int = 1,
 ) -> dict[str, Any]:
     """What a GSM8K run's results depend on: the model, every sampler setting, the prompt and the
-    grading rule, and the items."""
+    grading rule, and the items. The batch size too: at temperature 0 a batched row gives its
+    batch-1 answer in exact arithmetic, but bf16 kernels round a batch differently, so a run is
+    never resumed at another batch size."""
     instruct_thinks = loaded.instruct and loaded.report.think_end_ids is not None
     task = {
         "name": "gsm8k",
@@ -202,7 +205,7 @@ def gsm8k_fingerprint(
     }
     return {
         "model": model_fingerprint(loaded),
-        "settings": settings_record(settings),
+        "settings": {**settings_record(settings), "batch_size": batch_size},
         "task": task,
         "data": items_fingerprint(items),
     }
@@ -220,6 +223,8 @@ def gsm8k_run_from_results(
     task = fingerprint["task"]
     score = score_answers([g.text for g in generated], items, think_end=task["think_end"])
     setting = f"{task['prompt']}, {fingerprint['settings']['describe']}"
+    batch = fingerprint["settings"].get("batch_size", 1)
+    setting += f", {batch} prompts per pass" if batch > 1 else ""
     model = fingerprint["model"]["name"]
     return GenerationRun(model, setting, score, list(generated), wall_seconds, fingerprint, results)
 
@@ -231,21 +236,23 @@ def run_gsm8k(
     shots: Sequence[GSM8KItem] = (),
     progress: bool = False,
     *,
+    batch_size: int = 1,
     results: str | Path | None = None,
     wait_seconds: float = WAIT_SECONDS,
 ) -> GenerationRun:
-    """Answer and grade ``items``; with ``results``, keep every answer in that file as it is done
-    and resume from it (see the module docstring)."""
+    """Answer and grade ``items``, ``batch_size`` prompts per forward pass (``generate_answers``:
+    finished rows leave, waiting prompts join); with ``results``, keep every answer in that file
+    as it is done and resume from it (see the module docstring)."""
     gsm8k_prompt(loaded, "", shots)  # shots that do not suit the model: refused before any work
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int (rows per forward), got {batch_size}.")
     tok = loaded.tokenizer
     stops = () if loaded.instruct else BASE_STOP_STRINGS
-    fingerprint = gsm8k_fingerprint(loaded, items, settings, shots)
+    fingerprint = gsm8k_fingerprint(loaded, items, settings, shots, batch_size)
     think_end = fingerprint["task"]["think_end"]
     items = list(items)
 
-    def one(item: GSM8KItem) -> GeneratedItem:
-        prompt = gsm8k_prompt(loaded, item.question, shots)
-        answer = generate_answer(loaded.model, tok, prompt, settings, stop_strings=stops)
+    def graded(answer: Answer) -> GeneratedItem:
         return GeneratedItem(
             answer.text,
             answer.forward_passes,
@@ -253,6 +260,17 @@ def run_gsm8k(
             answer.output_tokens,
             answer.seconds,
         )
+
+    def one(item: GSM8KItem) -> GeneratedItem:
+        prompt = gsm8k_prompt(loaded, item.question, shots)
+        return graded(generate_answer(loaded.model, tok, prompt, settings, stop_strings=stops))
+
+    def many(todo: Sequence[GSM8KItem], keep) -> None:
+        prompts = [gsm8k_prompt(loaded, item.question, shots) for item in todo]
+        generate_answers(
+            loaded.model, tok, prompts, settings, batch_size=batch_size, stop_strings=stops,
+            on_answer=lambda k, answer: keep(k, graded(answer)),
+        )  # fmt: skip
 
     def right(index: int, generated: GeneratedItem) -> bool:
         return is_correct(extract_answer(generated.text, think_end), items[index].target)
@@ -268,7 +286,10 @@ def run_gsm8k(
             wait_seconds=wait_seconds,
         )
     start = time.perf_counter()
-    generated = evaluate_sharded(one, items, progress=progress, display=display, store=store)
+    generated = evaluate_sharded(
+        one, items, progress=progress, display=display, store=store,
+        batch_fn=many if batch_size > 1 else None,
+    )  # fmt: skip
     wall = time.perf_counter() - start
     kept = None if store is None else store.path
     return gsm8k_run_from_results(fingerprint, items, generated, wall, kept)

@@ -25,13 +25,9 @@ import torch
 from minillada.data.instructions import TASKS, Example, encode_example
 from minillada.estimate import wilson_interval
 from minillada.runtime import model_device, progress_bar
-from minillada.sampling.generate import (
-    CountedModel,
-    counting_positions,
-    generate,
-    until_stop,
-    var_generate,
-)
+from minillada.sampling.counting import CountedModel, counting_positions
+from minillada.sampling.generate import generate
+from minillada.sampling.variable_length import until_stop, var_generate, var_generate_batch
 
 SAMPLERS = ("fixed", "variable")
 
@@ -70,7 +66,7 @@ def answer_instruction(
     whose confidence reaches it, with an optional approximate ``cache`` (lesson 8)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
-    prompt_ids, reference_ids = encode_example(tokenizer, example)  # the reference ends with EoT
+    prompt_ids, _ = encode_example(tokenizer, example)
     prompt = torch.tensor([prompt_ids], device=model_device(model))  # (1, P)
     stop = tokenizer.stop_ids
     counted = CountedModel(model)
@@ -91,13 +87,78 @@ def answer_instruction(
             )  # fmt: skip
             generated = result.generated
     seconds = time.perf_counter() - start
-    passes = counted.calls
-    answer = until_stop(generated.cpu(), stop)
+    return _graded(
+        tokenizer, example, generated, forward_passes=counted.calls, seconds=seconds,
+        positions=sum(seen),
+    )  # fmt: skip
+
+
+def _graded(tokenizer, example: Example, generated: torch.Tensor, **cost) -> Answer:
+    """The Answer of ``generated`` (G,) ids: cut at the first stop id, decoded without specials."""
+    _, reference_ids = encode_example(tokenizer, example)  # the reference ends with EoT
+    answer = until_stop(generated.cpu(), tokenizer.stop_ids)
     stopped = len(answer) < len(generated)  # a stop id was found (and cut off)
     text = tokenizer.decode(answer, skip_special_tokens=True).strip()
-    return Answer(
-        example, text, len(answer), len(reference_ids) - 1, stopped, passes, seconds, sum(seen)
-    )
+    return Answer(example, text, len(answer), len(reference_ids) - 1, stopped, **cost)
+
+
+@torch.no_grad()
+def answer_instructions(
+    model,
+    tokenizer,
+    examples: Sequence[Example],
+    sampler: str = "variable",
+    gen_length: int = 32,
+    block_length: int = 8,
+    threshold: float | None = None,
+    cache: str | None = None,
+    batch_size: int = 8,
+) -> list[Answer]:
+    """``answer_instruction`` for every example, ``batch_size`` prompts per forward pass: at
+    temperature 0 each answer is the one it gets alone. "variable": finished rows leave the batch
+    and waiting prompts take their place (``var_generate_batch``); "fixed": left-padded chunks of
+    ``batch_size``. An answer's ``seconds`` is its share of the batch's time (each step's time
+    split over the rows it computed); ``positions`` counts the positions of the passes it took
+    part in, padding included."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int (rows per forward), got {batch_size}.")
+    prompts = [encode_example(tokenizer, e)[0] for e in examples]
+    answers: list[Answer | None] = [None] * len(examples)
+    if sampler == "variable":
+        results = var_generate_batch(
+            model, prompts, gen_length, block_length,
+            None if threshold is not None else block_length, tokenizer.mask_id,
+            batch_size=batch_size, stop_ids=tokenizer.stop_ids, threshold=threshold, cache=cache,
+        )  # fmt: skip
+        return [
+            _graded(
+                tokenizer, e, r.generated, forward_passes=r.forward_passes, seconds=r.seconds,
+                positions=r.positions_processed,
+            )  # fmt: skip
+            for e, r in zip(examples, results, strict=True)
+        ]
+    for first in range(0, len(prompts), batch_size):
+        chunk = prompts[first : first + batch_size]
+        padded = tokenizer.pad_left(chunk)
+        counted = CountedModel(model)
+        start = time.perf_counter()
+        with counting_positions(model) as seen:
+            out = generate(
+                counted, padded.input_ids, gen_length, block_length,
+                None if threshold is not None else gen_length, tokenizer.mask_id,
+                attention_mask=padded.attention_mask, pad_id=tokenizer.pad_id,
+                threshold=threshold, cache=cache,
+            )  # fmt: skip
+        seconds = time.perf_counter() - start
+        P = padded.input_ids.shape[1]
+        for b in range(len(chunk)):
+            answers[first + b] = _graded(
+                tokenizer, examples[first + b], out[b, P:], forward_passes=counted.calls,
+                seconds=seconds / len(chunk), positions=sum(seen) // len(chunk),
+            )  # fmt: skip
+    return answers  # type: ignore[return-value]
 
 
 @dataclass
@@ -173,14 +234,25 @@ def evaluate_instructions(
     progress: bool = True,
     threshold: float | None = None,
     cache: str | None = None,
+    batch_size: int = 1,
 ) -> dict[str, TaskScore]:
-    """Answer every example (``answer_instruction``) and score each task, plus "all"."""
+    """Answer every example (``answer_instruction``, or ``answer_instructions`` when
+    ``batch_size`` > 1) and score each task, plus "all"."""
     scores = {task: TaskScore(task) for task in (*TASKS, "all")}
-    bar = progress_bar(examples, desc=sampler, leave=False, disable=not progress)
-    for example in bar:
-        a = answer_instruction(
-            model, tokenizer, example, sampler, gen_length, block_length, threshold, cache
-        )
+    if batch_size > 1:
+        answers = answer_instructions(
+            model, tokenizer, examples, sampler, gen_length, block_length, threshold, cache,
+            batch_size,
+        )  # fmt: skip
+    else:
+        bar = progress_bar(examples, desc=sampler, leave=False, disable=not progress)
+        answers = [
+            answer_instruction(
+                model, tokenizer, example, sampler, gen_length, block_length, threshold, cache
+            )
+            for example in bar
+        ]
+    for example, a in zip(examples, answers, strict=True):
         scores[example.task].answers.append(a)
         scores["all"].answers.append(a)
     return {task: s for task, s in scores.items() if s.answers}

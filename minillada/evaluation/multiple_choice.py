@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from minillada.diffusion.confidence import confidence_score
+from minillada.diffusion.confidence import confidence_scores
 from minillada.diffusion.likelihood import estimate_conditional_nll
 from minillada.evaluation.autoregressive import continuation_log_prob
 
@@ -53,11 +53,17 @@ def mdm_scorer(
 def confidence_scorer(model, mask_id: int | None = None, eos_id: int | None = None) -> Scorer:
     """Score with iLLaDA's confidence score (``minillada.diffusion.confidence``): deterministic,
     L forward passes per option, a ranking score rather than a likelihood; standard error 0.
-    ``eos_id``: the authors' ``padd_eos`` option."""
+    ``eos_id``: the authors' ``padd_eos`` option. Its ``score_all(context, options)`` scores every
+    option in one batch per step (``confidence_scores``: each equal to its score alone), which
+    ``choose`` uses."""
+
+    def score_all(context: torch.Tensor, options: list[torch.Tensor]) -> list[tuple[float, float]]:
+        return [(s.score, 0.0) for s in confidence_scores(model, context, options, mask_id, eos_id)]
 
     def score(context: torch.Tensor, option: torch.Tensor) -> tuple[float, float]:
-        return confidence_score(model, context, option, mask_id, eos_id).score, 0.0
+        return score_all(context, [option])[0]
 
+    score.score_all = score_all  # type: ignore[attr-defined]
     return score
 
 
@@ -100,12 +106,14 @@ def choose(
     options: Sequence[torch.Tensor | Sequence[int]],
     lengths: Sequence[int] | None = None,
 ) -> ChoiceResult:
-    """Score every option after ``context`` (token ids); ``lengths`` defaults to token counts."""
+    """Score every option after ``context`` (token ids); ``lengths`` defaults to token counts. A
+    scorer with a ``score_all(context, options)`` scores them all in one batch."""
     context = torch.as_tensor(context, dtype=torch.long).reshape(-1)
     options = [torch.as_tensor(o, dtype=torch.long).reshape(-1) for o in options]
     if not options or any(len(o) == 0 for o in options):
         raise ValueError("Every option needs at least one token (and there must be options).")
-    scores = [scorer(context, o) for o in options]
+    score_all = getattr(scorer, "score_all", None)
+    scores = score_all(context, options) if score_all else [scorer(context, o) for o in options]
     lengths = list(lengths) if lengths is not None else [len(o) for o in options]
     return ChoiceResult([s for s, _ in scores], [e for _, e in scores], lengths)
 

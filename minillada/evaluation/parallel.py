@@ -261,32 +261,51 @@ class _Watch:
         self.bar.close()
 
 
+# batch_fn(items, keep): score every item of ``items``, calling keep(position in items, result) as
+# each one is done, in any order (many items per forward pass: minillada.sampling.answer's
+# generate_answers)
+BatchFn = Callable[[Sequence[T], Callable[[int, R], None]], None]
+
+
 def _score(
-    fn: Callable[[T], R],
+    fn: Callable[[T], R] | None,
     todo: Sequence[tuple[int, T]],
     watch: _Watch,
     keep: Callable[[int, R], None],
+    batch_fn: BatchFn | None = None,
 ) -> None:
-    """Score ``todo`` in order, handing each result to ``keep`` as soon as it is done."""
+    """Score ``todo``, handing each result to ``keep`` as soon as it is done: in order, one call
+    of ``fn`` per item, or all at once through ``batch_fn``."""
+
+    def done(i: int, result: R) -> None:
+        keep(i, result)
+        watch.update(i, result)
+
     try:
-        for i, item in todo:
-            result = fn(item)
-            keep(i, result)
-            watch.update(i, result)
+        if batch_fn is not None:
+            indices = [i for i, _ in todo]
+            batch_fn([item for _, item in todo], lambda k, result: done(indices[k], result))
+        else:
+            for i, item in todo:
+                done(i, fn(item))
     finally:
         watch.close()
 
 
 def evaluate_sharded(
-    fn: Callable[[T], R],
+    fn: Callable[[T], R] | None,
     items: Sequence[T],
     progress: bool = False,
     *,
     display: Display | None = None,
     store: ResultsStore | None = None,
+    batch_fn: BatchFn | None = None,
 ) -> list[R]:
     """``[fn(x) for x in items]``, computed with each process scoring its ``shard`` of the items;
-    every rank returns the full list, in item order.
+    every rank returns the full list, in item order. With ``batch_fn`` (then ``fn`` may be None)
+    each process hands its whole share to ``batch_fn(items, keep)``, which scores many items per
+    forward pass and calls ``keep(position, result)`` as each is done, in any order: every result
+    is kept (and written to the results file) the moment it exists.
 
     Without ``store`` the shares are ``gather``-ed in memory (one collective at the end). With
     ``store`` each finished item is appended to a results file as it is done, a restart skips the
@@ -301,7 +320,7 @@ def evaluate_sharded(
     if store is None:
         local: list[tuple[int, R]] = []
         watch = _Watch(display, show, len(mine), {}, len(items))
-        _score(fn, mine, watch, lambda i, result: local.append((i, result)))
+        _score(fn, mine, watch, lambda i, result: local.append((i, result)), batch_fn)
         return gather(local, len(items))
 
     own = store.path if world == 1 else rank_path(store.path, rank, world)
@@ -319,7 +338,7 @@ def evaluate_sharded(
             print(f"resuming {own.name}: {len(done)} of {len(mine)} items already there")
         todo = [(i, item) for i, item in mine if i not in done]
         watch = _Watch(display, show, len(mine), done, len(items))
-        _score(fn, todo, watch, lambda i, result: file.append(i, store.encode(result)))
+        _score(fn, todo, watch, lambda i, result: file.append(i, store.encode(result)), batch_fn)
     if world == 1:
         _, pairs = read_results(own)
         merged = merge_shards([pairs], len(items))

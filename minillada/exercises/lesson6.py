@@ -19,7 +19,7 @@ from minillada.exercises import (
     seeded,
 )
 from minillada.models.llada import LLaDAModel, preset
-from minillada.sampling.generate import var_generate
+from minillada.sampling.variable_length import var_generate
 from minillada.training.sft import llada_sft_loss_from_noise, pack_examples
 
 MASK, EOS = 511, 510  # the tiny stand-in's special ids

@@ -34,6 +34,12 @@ def attention_bias(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> t
     return bias.to(dtype).clamp_min(torch.finfo(dtype).min)
 
 
+def row_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, L) keep-mask of left-padded rows -> (B, L) long positions counted from each row's first
+    real token (padding gets 0): each row's tokens then sit where they sit alone."""
+    return (attention_mask.long().cumsum(dim=1) - 1).clamp_min(0)
+
+
 def causal_bias(length: int, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
     """(L, L) additive bias that hides the future: -inf above the diagonal, 0 elsewhere."""
     future = torch.ones(length, length, dtype=torch.bool, device=device).triu(1)

@@ -77,6 +77,12 @@ class KVCache:
                 "The cache holds nothing yet: run a full forward with cache=cache.record() first."
             )
 
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only the batch rows ``rows`` (b,) of every layer: rows that finished leave."""
+        self.require_filled()
+        self.keys = [k[rows] for k in self.keys]
+        self.values = [v[rows] for v in self.values]
+
     def layer(self, n: int, start: int) -> LayerCache:
         self.require_filled()
         return LayerCache(self, n, start)

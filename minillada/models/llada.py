@@ -494,6 +494,8 @@ class LLaDAModel(nn.Module):
     """
 
     supports_kv_cache = True  # forward(..., cache=) (lesson 8's approximate caches)
+    supports_positions = True  # forward(..., positions=) (batched rows of different lengths)
+    supports_logits_from = True  # forward(..., logits_from=) (logits of the positions needed)
 
     def __init__(
         self,
@@ -566,8 +568,20 @@ class LLaDAModel(nn.Module):
         attention_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
         start: int = 0,
+        positions: torch.Tensor | None = None,
+        logits_from: int | None = None,
     ) -> torch.Tensor:
         """Token ids (B, L) and an optional keep-mask (B, L) of 1 = token, 0 = padding -> logits.
+
+        ``positions`` (B, W), optional: the RoPE position of every id (default 0, 1, ... from the
+        start of the canvas, as the released code numbers them). A batch of left-padded rows passes
+        each row's positions counted from its first real token (``row_positions``), so that every
+        row computes exactly what it computes alone: RoPE makes a constant shift harmless in exact
+        arithmetic, but its float32 tables differ in the last bits from one position to the next.
+
+        ``logits_from`` (a full forward only): return the logits of positions logits_from .. L
+        only. A sampler needs those of the current block and after it; the output head over the
+        whole canvas would cost 2 x D x V per position for nothing.
 
         With a ``cache`` (lesson 8): a recording cache (``KVCache.record()``) keeps every layer's
         keys and values of this full forward; a filled one makes ``ids`` the window of positions
@@ -608,8 +622,18 @@ class LLaDAModel(nn.Module):
                 )
         t = self.transformer
         x = t.wte(ids)  # (B, W, D)
-        cos, sin = self.rotary.tables(N, x.device)  # (N, Dh) float32
-        cos, sin = cos[start : start + W], sin[start : start + W]  # a window keeps its positions
+        if positions is None:
+            cos, sin = self.rotary.tables(N, x.device)  # (N, Dh) float32
+            cos, sin = cos[start : start + W], sin[start : start + W]  # a window keeps positions
+        else:
+            if positions.shape != ids.shape:
+                raise ValueError(
+                    f"positions has shape {tuple(positions.shape)} but the ids have shape "
+                    f"{tuple(ids.shape)}: pass one position per id."
+                )
+            positions = positions.to(x.device)
+            cos, sin = self.rotary.tables(max(N, int(positions.max()) + 1), x.device)
+            cos, sin = cos[positions][:, None], sin[positions][:, None]  # (B, 1, W, Dh): per row
         bias = attention_bias(attention_mask, x.dtype)  # None or (B, 1, 1, N): over all keys
         n_layers = len(t.blocks)
         if window:
@@ -622,5 +646,9 @@ class LLaDAModel(nn.Module):
             x = block(x, self.rotary, cos, sin, bias, layer)  # (B, W, D)
         if cache is not None and not window:
             cache.stop_recording()
+        if logits_from is not None:
+            if window:
+                raise ValueError("logits_from is for a full forward; a window is already cut.")
+            x = x[:, logits_from:]  # (B, W - logits_from, D): only the positions asked for
         x = t.ln_f(x)
         return F.linear(x, self.head_weight)  # (B, W, V); tied: the embedding matrix

@@ -31,13 +31,9 @@ import torch
 from minillada.data.chat import answer_after_thinking
 from minillada.data.tokenizer import LLaDATokenizer
 from minillada.runtime import model_device
-from minillada.sampling.generate import (
-    CountedModel,
-    counting_positions,
-    generate,
-    until_stop,
-    var_generate,
-)
+from minillada.sampling.counting import CountedModel, counting_positions
+from minillada.sampling.generate import generate
+from minillada.sampling.variable_length import until_stop, var_generate, var_generate_batch
 
 
 @dataclass
@@ -163,6 +159,38 @@ def _cut(text: str, stop_strings) -> tuple[str, bool]:
     return text, cut
 
 
+def _answer(
+    tokenizer: LLaDATokenizer,
+    generated: torch.Tensor,
+    stop_strings,
+    *,
+    passes: int,
+    processed: int,
+    seconds: float,
+    stopped: bool,
+    peak_bytes: int | None = None,
+) -> Answer:
+    """The Answer of ``generated`` (G,) ids: cut at the first stop id, decoded, cut at the first
+    stop string."""
+    generated = generated.cpu()
+    ids = until_stop(generated, tokenizer.stop_ids)
+    text, cut = _cut(tokenizer.decode(ids), stop_strings)
+    return Answer(
+        ids=ids,
+        generated=generated,
+        text=text,
+        reply=tokenizer.strip_special(text),
+        final=tokenizer.strip_special(answer_after_thinking(text)),
+        forward_passes=passes,
+        computed_tokens=len(generated),
+        positions_processed=processed,
+        output_tokens=len(tokenizer.encode(text)) if cut else len(ids),
+        seconds=seconds,
+        stopped=stopped or cut,
+        peak_bytes=peak_bytes,
+    )
+
+
 def generate_answer(
     model: Callable,
     tokenizer: LLaDATokenizer,
@@ -175,34 +203,19 @@ def generate_answer(
     """Answer one prompt (P,) or (1, P) with ``settings``; see the module docstring."""
     prompt = torch.as_tensor(prompt_ids, dtype=torch.long).reshape(1, -1)
     s, stop_ids = settings, tokenizer.stop_ids
-    think_end = tokenizer.think_end_ids if s.think_end_boost > 0 else None
     device = model_device(model)
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    fast = dict(threshold=s.threshold, cache=s.cache)
     start = time.perf_counter()
     prompt = prompt.to(device)
     with counting_positions(model) as seen:
         if s.variable_length:
             result = var_generate(
-                model,
-                prompt,
-                s.gen_length,
-                s.block_length,
-                s.steps,
-                tokenizer.mask_id,
-                stop_ids=stop_ids,
-                stop_strings=list(stop_strings) or None,
-                decode=tokenizer.decode,
-                temperature=s.temperature,
-                think_end_ids=think_end,
-                think_end_boost=s.think_end_boost,
-                think_end_power=s.think_end_power,
-                generator=generator,
-                **fast,
-            )
+                model, prompt, s.gen_length, s.block_length, s.steps, tokenizer.mask_id,
+                generator=generator, **_variable_options(tokenizer, s, stop_strings),
+            )  # fmt: skip
             generated, passes, stopped = result.generated, result.forward_passes, result.stopped
         else:
             counted = CountedModel(model)
@@ -215,15 +228,14 @@ def generate_answer(
                 tokenizer.mask_id,
                 temperature=s.temperature,
                 generator=generator,
-                **fast,
+                threshold=s.threshold,
+                cache=s.cache,
             )
             generated, passes = canvas[0, prompt.shape[1] :].cpu(), counted.calls
             stopped = bool(torch.isin(generated, torch.tensor(stop_ids)).any())
     if cuda:
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
-    ids = until_stop(generated, stop_ids)
-    text, cut = _cut(tokenizer.decode(ids), stop_strings)
     P, G = prompt.shape[1], len(generated)
     if seen:
         processed = sum(seen)
@@ -232,18 +244,108 @@ def generate_answer(
         processed = s.steps * (blocks * P + s.block_length * blocks * (blocks + 1) // 2)
     else:  # every pass runs over the prompt and the whole canvas
         processed = passes * (P + G)
-    reply = tokenizer.strip_special(text)
-    return Answer(
-        ids=ids,
-        generated=generated.cpu(),
-        text=text,
-        reply=reply,
-        final=tokenizer.strip_special(answer_after_thinking(text)),
-        forward_passes=passes,
-        computed_tokens=G,
-        positions_processed=processed,
-        output_tokens=len(tokenizer.encode(text)) if cut else len(ids),
-        seconds=seconds,
-        stopped=stopped or cut,
-        peak_bytes=torch.cuda.max_memory_allocated(device) if cuda else None,
+    peak = torch.cuda.max_memory_allocated(device) if cuda else None
+    return _answer(
+        tokenizer, generated, stop_strings, passes=passes, processed=processed, seconds=seconds,
+        stopped=stopped, peak_bytes=peak,
+    )  # fmt: skip
+
+
+def _variable_options(tokenizer: LLaDATokenizer, s: GenerationSettings, stop_strings) -> dict:
+    """var_generate's options for ``settings``, the stop rules and the boost included."""
+    return dict(
+        stop_ids=tokenizer.stop_ids,
+        stop_strings=list(stop_strings) or None,
+        decode=tokenizer.decode,
+        temperature=s.temperature,
+        think_end_ids=tokenizer.think_end_ids if s.think_end_boost > 0 else None,
+        think_end_boost=s.think_end_boost,
+        think_end_power=s.think_end_power,
+        threshold=s.threshold,
+        cache=s.cache,
     )
+
+
+def generate_answers(
+    model: Callable,
+    tokenizer: LLaDATokenizer,
+    prompts: list[torch.Tensor | list[int]],
+    settings: GenerationSettings,
+    *,
+    batch_size: int = 8,
+    stop_strings: tuple[str, ...] | list[str] = (),
+    on_answer: Callable[[int, Answer], None] | None = None,
+) -> list[Answer]:
+    """Answer every prompt of ``prompts``, ``batch_size`` rows per forward pass; at temperature 0
+    each answer is the one ``generate_answer`` gives alone. Variable length: finished rows leave
+    the batch and waiting prompts take their place (``var_generate_batch``); the fixed canvas:
+    left-padded chunks of ``batch_size`` prompts. ``on_answer(index, answer)`` is called as each
+    answer is done (in finishing order). An answer's ``seconds`` is its share of the batch's
+    time (each step's time split over the rows it computed), so the answers' seconds add up to
+    about the wall time.
+    ``positions_processed`` counts the positions of the passes each row took part in, padding
+    included."""
+    s = settings
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int (rows per forward), got {batch_size}.")
+    answers: list[Answer | None] = [None] * len(prompts)
+
+    def keep(index: int, answer: Answer) -> None:
+        answers[index] = answer
+        if on_answer is not None:
+            on_answer(index, answer)
+
+    if s.variable_length:
+
+        def finished(index: int, result) -> None:
+            keep(
+                index,
+                _answer(
+                    tokenizer, result.generated, stop_strings, passes=result.forward_passes,
+                    processed=result.positions_processed, seconds=result.seconds,
+                    stopped=result.stopped,
+                ),
+            )  # fmt: skip
+
+        var_generate_batch(
+            model, prompts, s.gen_length, s.block_length, s.steps, tokenizer.mask_id,
+            batch_size=batch_size, on_result=finished,
+            **_variable_options(tokenizer, s, stop_strings),
+        )  # fmt: skip
+        return answers  # type: ignore[return-value]
+    stop = torch.tensor(tokenizer.stop_ids)
+    for first in range(0, len(prompts), batch_size):
+        chunk = [torch.as_tensor(p).reshape(-1).tolist() for p in prompts[first:][:batch_size]]
+        if len(chunk) == 1:
+            keep(first, generate_answer(model, tokenizer, chunk[0], s, stop_strings=stop_strings))
+            continue
+        padded = tokenizer.pad_left(chunk)
+        start = time.perf_counter()
+        counted = CountedModel(model)
+        with counting_positions(model) as seen:
+            canvas = generate(
+                counted,
+                padded.input_ids,
+                s.gen_length,
+                s.block_length,
+                None if s.threshold is not None else s.steps,
+                tokenizer.mask_id,
+                temperature=s.temperature,
+                attention_mask=padded.attention_mask,
+                pad_id=tokenizer.pad_id,
+                threshold=s.threshold,
+                cache=s.cache,
+            )
+        seconds = time.perf_counter() - start
+        P = padded.input_ids.shape[1]
+        for b, _ in enumerate(chunk):
+            generated = canvas[b, P:].cpu()
+            keep(
+                first + b,
+                _answer(
+                    tokenizer, generated, stop_strings, passes=counted.calls,
+                    processed=sum(seen) // len(chunk), seconds=seconds / len(chunk),
+                    stopped=bool(torch.isin(generated, stop).any()),
+                ),
+            )  # fmt: skip
+    return answers  # type: ignore[return-value]

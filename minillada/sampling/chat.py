@@ -21,7 +21,7 @@ from minillada.data.chat import answer_after_thinking
 from minillada.data.tokenizer import LLaDATokenizer
 from minillada.runtime import context_length
 from minillada.sampling.answer import GenerationSettings, generate_answer
-from minillada.sampling.generate import until_stop
+from minillada.sampling.variable_length import until_stop
 
 ChatSettings = GenerationSettings  # lesson 6's name for the same settings
 

@@ -147,11 +147,26 @@ def test_threshold_and_cache_reach_the_sampler_and_are_named(tmp_path, one_cpu_t
     assert settings["describe"] in result["summary"]
 
 
+def test_batch_size_reaches_the_sampler_and_is_named(tmp_path, one_cpu_thread, gsm8k_test):
+    """--batch-size 2 answers the 3 problems 2 rows at a time (the equality of batched and batch-1
+    answers is tested in float64 in tests/sampling); the result names the batch size, and the
+    results file refuses to be resumed at another one."""
+    out = tmp_path / "b.json"
+    args = [*GSM8K_ARGS, "--stand-in", str(tmp_path / "si"), "--out", str(out)]
+    result = main([*args, "--batch-size", "2"])
+    assert result["n"] == 3 and len(result["texts"]) == 3
+    assert result["settings"]["batch_size"] == 2 and "2 prompts per pass" in result["summary"]
+    assert len(read_results(tmp_path / "b.jsonl")[1]) == 3
+    with pytest.raises(SystemExit, match=r"settings.batch_size \(file: 2, this run: 3\)"):
+        main([*args, "--batch-size", "3"])
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
         (["--threshold", "1.5"], "threshold 1.5 is not a probability"),
         (["--out", "x.jsonl"], "expected the summary's path"),
+        (["--batch-size", "0"], "--batch-size 0: expected at least 1"),
     ],
 )
 def test_bad_settings_are_refused_before_loading(tmp_path, one_cpu_thread, extra, message):

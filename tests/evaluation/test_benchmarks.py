@@ -301,3 +301,45 @@ def test_progress_prints_the_expected_minutes_for_the_run_and_the_full_set(
     assert "all 1,319 GSM8K problems about" in out and "in one process" in out
     run_hellaswag(stand_ins["iLLaDA-8B-Base"], HELLASWAG[:1], progress=True)
     assert "all 10,042 HellaSwag items about" in capsys.readouterr().out
+
+
+def test_run_gsm8k_in_batches_answers_as_batch_1_and_resumes_after_a_kill(
+    gsm8k_items, tmp_path, monkeypatch
+):
+    """Two prompts per forward pass (a float64 stand-in, so rounding cannot flip a choice): the
+    answers of batch 1; killed after its first finished answer, the batched run keeps it, and
+    the restart answers only the other problems and ends with the uninterrupted run's file."""
+    name = "iLLaDA-8B-Instruct"
+    loaded = load_released(write_standin(name, tmp_path / "si"), name, dtype=torch.float64)
+    items = gsm8k_items[:3]
+    one = run_gsm8k(loaded, items, INSTRUCT_SETTINGS)
+    whole = run_gsm8k(loaded, items, INSTRUCT_SETTINGS, batch_size=2, results=tmp_path / "w.jsonl")
+    assert [i.text for i in whole.items] == [i.text for i in one.items]
+    assert [i.forward_passes for i in whole.items] == [i.forward_passes for i in one.items]
+    assert whole.settings == one.settings + ", 2 prompts per pass"
+
+    real, asked = benchmarks.generate_answers, []
+
+    def dies_after_the_first(model, tok, prompts, settings, *, on_answer, **kwargs):
+        asked.append(len(prompts))
+
+        def once(k, answer):
+            on_answer(k, answer)
+            if len(asked) == 1:
+                raise _Killed
+
+        return real(model, tok, prompts, settings, on_answer=once, **kwargs)
+
+    monkeypatch.setattr(benchmarks, "generate_answers", dies_after_the_first)
+    path = tmp_path / "resumed.jsonl"
+    with pytest.raises(_Killed):
+        run_gsm8k(loaded, items, INSTRUCT_SETTINGS, batch_size=2, results=path)
+    assert len(read_results(path)[1]) == 1
+    resumed = run_gsm8k(loaded, items, INSTRUCT_SETTINGS, batch_size=2, results=path)
+    assert asked == [3, 2]  # the restart answered only the two problems the kill left
+    assert sorted(_without_time(read_results(path)[1])) == sorted(
+        _without_time(read_results(tmp_path / "w.jsonl")[1])
+    )
+    assert [i.text for i in resumed.items] == [i.text for i in whole.items]
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        run_gsm8k(loaded, items, INSTRUCT_SETTINGS, batch_size=0)

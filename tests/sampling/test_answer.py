@@ -17,7 +17,8 @@ from minillada.sampling.answer import (
     GenerationSettings,
     generate_answer,
 )
-from minillada.sampling.generate import generate, until_stop, var_generate
+from minillada.sampling.generate import generate
+from minillada.sampling.variable_length import until_stop, var_generate
 
 CHAT = [{"role": "user", "content": "How many clips did Natalia sell in April and May?"}]
 VARIABLE = replace(ILLADA_INSTRUCT, gen_length=64)  # two blocks of 32, boost 100 power 3

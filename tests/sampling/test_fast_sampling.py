@@ -6,13 +6,10 @@ import torch
 
 from minillada.models.llada import LLaDAModel, preset
 from minillada.models.tiny_transformer import TinyTransformer, TinyTransformerConfig
-from minillada.sampling.generate import (
-    CountedModel,
-    SamplerConfig,
-    counting_positions,
-    generate,
-    var_generate,
-)
+from minillada.sampling.counting import CountedModel, counting_positions
+from minillada.sampling.denoise import SamplerConfig
+from minillada.sampling.generate import generate
+from minillada.sampling.variable_length import var_generate
 
 MASK, EOS = 511, 510
 

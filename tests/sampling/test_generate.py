@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from minillada.models.tiny_transformer import TinyTransformer, TinyTransformerConfig
-from minillada.sampling.generate import SamplerConfig, generate, infill
+from minillada.sampling.denoise import SamplerConfig
+from minillada.sampling.generate import generate, infill
 from minillada.sampling.primitives import (
     gumbel_argmax,
     gumbel_argmax_with_noise,

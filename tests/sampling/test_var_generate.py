@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from minillada.models.tiny_transformer import TinyTransformer, TinyTransformerConfig
-from minillada.sampling.generate import end_think_boost, var_generate
+from minillada.sampling.variable_length import end_think_boost, var_generate
 
 V, MASK, EOS = 12, 11, 10
 
@@ -124,7 +124,7 @@ def test_bad_input_errors():
     with pytest.raises(ValueError, match="not a multiple of block_length"):
         var_generate(model, torch.arange(3), 10, 4, 4, MASK, stop_ids=[EOS])
     with pytest.raises(ValueError, match="leaves no room for one block"):
-        var_generate(model, torch.arange(14), 8, 4, 4, MASK, stop_ids=[EOS])
+        var_generate(model, torch.zeros(14, dtype=torch.long), 8, 4, 4, MASK, stop_ids=[EOS])
     with pytest.raises(ValueError, match="empty stop string"):
         var_generate(model, torch.arange(3), 8, 4, 4, MASK, stop_strings=[""], decode=str)
     with pytest.raises(ValueError, match="need decode="):
