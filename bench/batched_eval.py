@@ -58,6 +58,18 @@ def cpu(repeats: int, limit: int | None) -> dict:
     model, tokenizer, _ = load_instruct_shakespeare()
     items = make_instruction_data(load_text(), 10_000, 100, seed=0).held_out[:limit]
     out = {"items": len(items), "budget": 32, "block_length": 8, "runs": []}
+    # what batching can give: one forward pass at batch 1 and at batch 32, per row
+    out["forward_ms"] = []
+    with torch.no_grad():
+        for positions in (16, 48, 64):
+            row = {"positions": positions}
+            for batch in (1, 32):
+                ids = torch.randint(0, 2000, (batch, positions))
+                timed = time_ms(lambda ids=ids: model(ids), 10 * repeats, lambda: None)
+                row[f"batch_{batch}"] = timed
+            row["less_per_row"] = 32 * row["batch_1"]["median"] / row["batch_32"]["median"]
+            out["forward_ms"].append(row)
+            print(json.dumps({"positions": positions, "less_per_row": row["less_per_row"]}))
     answers = {}
     for name, threshold, cache in (("exact", None, None), ("threshold 0.9 + dual", 0.9, "dual")):
         for batch in BATCHES:
