@@ -80,3 +80,23 @@ def test_solutions_pass_their_checks(solution):
     )
     n_ex = sum(is_exercise(c) for c in cells(solution))
     assert len(re.findall(r"Exercise \d+\.\d+ passed", outputs)) >= n_ex
+
+
+@pytest.mark.parametrize("path", LESSONS + SOLUTIONS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_nbval_markers_stand_on_their_own_lines(path):
+    """nbval honours ``# NBVAL_CHECK_OUTPUT`` only on a line of its own: a marker at the end of a
+    code line checks nothing. And every notebook has at least one cell whose output nbval checks."""
+    checked, misplaced = 0, []
+    for i, cell in enumerate(cells(path)):
+        if cell["cell_type"] != "code":
+            continue
+        lines = source(cell).splitlines()
+        if any(line.strip() == "# NBVAL_CHECK_OUTPUT" for line in lines):
+            checked += 1
+        misplaced += [
+            f"cell {i}: {line.strip()[:70]!r}"
+            for line in lines
+            if "NBVAL_CHECK_OUTPUT" in line and line.strip() != "# NBVAL_CHECK_OUTPUT"
+        ]
+    assert not misplaced, f"{path.name}: markers nbval ignores: {misplaced}; one per line, alone"
+    assert checked, f"{path.name}: no cell is checked by nbval (a line: # NBVAL_CHECK_OUTPUT)"

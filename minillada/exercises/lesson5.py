@@ -54,6 +54,15 @@ def check_parameter_count(fn: Callable) -> CheckResult:
             "mlp_hidden_size=None: the MLP width is mlp_ratio * d_model",
             (preset("small", mlp_hidden_size=None, mlp_ratio=3),),
         ),
+        Case(
+            "iLLaDA-8B (preset 'illada_8b'): weight_tying=True, the head IS the embedding, one "
+            "V x D matrix counted once (7,615,025,152)",
+            (preset("illada_8b"),),
+        ),
+        Case(
+            "a small model with a tied head (weight_tying=True) and grouped-query attention",
+            (preset("tiny", weight_tying=True, n_kv_heads=2),),
+        ),
     ]
     return check(
         "Exercise 5.1",

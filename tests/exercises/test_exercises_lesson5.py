@@ -20,7 +20,8 @@ def llada_parameters(config):
     D, F_, V = config.d_model, config.hidden_size, config.vocab_rows
     Dkv = config.kv_heads * config.head_dim
     per_block = 2 * D * D + 2 * Dkv * D + 3 * D * F_ + 2 * D  # attention + MLP + two norms
-    return 2 * V * D + config.n_layers * per_block + D  # embedding + head (untied) + blocks + ln_f
+    heads = 1 if config.weight_tying else 2  # a tied head is the embedding matrix itself
+    return heads * V * D + config.n_layers * per_block + D  # embedding (+ head) + blocks + ln_f
 
 
 def block_keys(config, n):
@@ -149,8 +150,14 @@ test_solution_passes, test_stub_is_not_attempted = solution_and_stub_tests(EXERC
 # --- Exercise 5.1: llada_parameters --------------------------------------------------------------
 
 
-def tied_head(config):  # forgets that LLaDA's output head is not the embedding
-    return llada_parameters(config) - config.vocab_rows * config.d_model
+def always_tied(config):  # forgets that LLaDA's output head is not the embedding
+    untied = 0 if config.weight_tying else config.vocab_rows * config.d_model
+    return llada_parameters(config) - untied
+
+
+def never_tied(config):  # forgets that iLLaDA's head is the embedding: counts it twice
+    tied = config.vocab_rows * config.d_model if config.weight_tying else 0
+    return llada_parameters(config) + tied
 
 
 def forgets_the_norms(config):  # no RMSNorm weights (2 per block + ln_f)
@@ -186,19 +193,21 @@ def reads_mlp_hidden_size(config):  # the field, which is None when mlp_ratio de
     return 2 * V * D + config.n_layers * (2 * D * D + 2 * Dkv * D + 3 * D * F_ + 2 * D) + D
 
 
-RELEASED = r"case 1/6 \(the released LLaDA-8B \(preset 'llada_8b'\)\).*\n.*expected 8015581184, got"
+RELEASED = r"case 1/8 \(the released LLaDA-8B \(preset 'llada_8b'\)\).*\n.*expected 8015581184, got"
+TIED = r"case 7/8 \(iLLaDA-8B \(preset 'illada_8b'\): weight_tying=True.*\n.*expected 7615025152"
 PARAMETER_MISTAKES = [
-    (tied_head, RELEASED),
+    (always_tied, RELEASED),
+    (never_tied, TIED),
     (forgets_the_norms, RELEASED),
     (forgets_ln_f, RELEASED),
-    (counts_tokens_not_rows, r"case 5/6 \(embedding_size larger than vocab_size: the rows count, "
+    (counts_tokens_not_rows, r"case 5/8 \(embedding_size larger than vocab_size: the rows count, "
      r"not the tokens\).*\n.*expected \d+, got \d+"),
-    (no_grouped_query_attention, r"case 4/6 \(grouped-query attention: 8 key/value heads for 32 "
+    (no_grouped_query_attention, r"case 4/8 \(grouped-query attention: 8 key/value heads for 32 "
      r"query heads\).*\n.*expected \d+, got \d+"),
     (two_matrix_mlp, RELEASED),
     (counts_biases, RELEASED),
     (reads_mlp_hidden_size, r"your function raised TypeError.*\n"
-     r"  on case 6/6: mlp_hidden_size=None"),
+     r"  on case 6/8: mlp_hidden_size=None"),
 ]  # fmt: skip
 
 
