@@ -17,7 +17,8 @@ Later cells never call the learner's function, so an unfinished exercise cannot 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,6 +159,29 @@ def check(
             ) from None
     print(f"{exercise} passed: {len(cases)} cases agree with {reference_name}.")
     return CheckResult(True)
+
+
+@contextmanager
+def forbidden(*functions: Callable) -> Iterator[None]:
+    """Inside the ``with`` block, calling any of ``functions`` raises RuntimeError: an exercise that
+    asks for a measurement refuses the library function that would answer it. The function objects
+    themselves are changed (and restored), so a name imported into the notebook is caught too."""
+    saved = [(f, f.__code__, f.__defaults__, f.__kwdefaults__) for f in functions]
+    try:
+        for f, *_ in saved:
+            name = f"{f.__module__}.{f.__qualname__}"
+            message = (
+                f"expected a measurement, not a call of {name}: build the model (on the meta "
+                "device) and count what it holds"
+            )
+            namespace: dict[str, Any] = {}
+            exec(f"def refused(*args, **kwargs):\n    raise RuntimeError({message!r})", namespace)
+            f.__defaults__, f.__kwdefaults__ = None, None
+            f.__code__ = namespace["refused"].__code__
+        yield
+    finally:
+        for f, code, defaults, kwdefaults in saved:
+            f.__code__, f.__defaults__, f.__kwdefaults__ = code, defaults, kwdefaults
 
 
 def run_experiment(exercise: str, fn: Callable, keys: list) -> dict | None:

@@ -102,11 +102,17 @@ def check_mask_fraction_experiment(fn: Callable) -> CheckResult:
             ) from None
         if not abs(value - exact[L]) <= 0.15 * exact[L]:
             raise ExerciseFailed(
-                f"Exercise 0.3: length {L}: expected a standard deviation near {exact[L]:.4f} "
-                f"(the exact value, sqrt(p (1 - p) / L)), got {value:.4g}. Measure the fraction "
-                "of masked positions of each row (a number between 0 and 1), over 1,000 rows, "
-                "then take the standard deviation of those fractions."
+                f"Exercise 0.3: length {L}: expected a standard deviation near {exact[L]:.4f}, "
+                f"got {value:.4g}. Measure the fraction of masked positions of each row (a number "
+                "between 0 and 1), over 1,000 rows, then take the standard deviation of those "
+                "fractions."
             )
+    if all(abs(float(got[L]) - exact[L]) <= 1e-9 * exact[L] for L in MASK_LENGTHS):
+        raise ExerciseFailed(
+            "Exercise 0.3: expected a measurement, got the exact values to nine digits: 1,000 "
+            "random rows give a standard deviation that is off by about 2%. Draw the masks and "
+            "measure."
+        )
     ratios = [
         float(got[a]) / float(got[b])
         for a, b in zip(MASK_LENGTHS[:-1], MASK_LENGTHS[1:], strict=True)

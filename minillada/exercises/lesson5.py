@@ -24,6 +24,7 @@ from minillada.exercises import (
     CheckResult,
     ExerciseFailed,
     check,
+    forbidden,
     run_experiment,
     seeded,
     short_repr,
@@ -365,8 +366,11 @@ def _kv_bytes_hint(expected: int, got: int, n_layers: int) -> str:
 
 def check_kv_heads_experiment(fn: Callable) -> CheckResult:
     """Exercise 5.5: fn(kv_heads) -> {h: (parameters, bytes of keys and values per token in bf16)}
-    of LLaDA-8B with n_kv_heads=h, measured on the meta device; then what the numbers show."""
-    got = run_experiment("Exercise 5.5", fn, list(KV_HEADS))
+    of LLaDA-8B with n_kv_heads=h, measured on the meta device; then what the numbers show. The
+    library's count_parameters and kv_bytes_per_token are refused while fn runs: they would answer
+    the question without measuring."""
+    with forbidden(count_parameters, kv_bytes_per_token):
+        got = run_experiment("Exercise 5.5", fn, list(KV_HEADS))
     if got is None:
         return CheckResult(False)
     n_layers = preset("llada_8b").n_layers

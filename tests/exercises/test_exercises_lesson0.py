@@ -155,6 +155,18 @@ def test_mask_fraction_mistake_fails(mistake):
     assert "fraction" in message
 
 
+def the_formula_not_a_measurement(lengths):  # sqrt(p (1 - p) / L) typed in, nothing drawn
+    return {L: (0.25 / L) ** 0.5 for L in lengths}
+
+
+def test_the_formula_is_not_a_measurement():
+    message = assert_fails(
+        lesson0.check_mask_fraction_experiment, the_formula_not_a_measurement, "0.3",
+        "expected a measurement, got the exact values to nine digits",
+    )  # fmt: skip
+    assert "sqrt" not in message  # the failure does not hand out the formula either
+
+
 def test_mask_fraction_wrong_keys_fail():
     assert_fails(
         lesson0.check_mask_fraction_experiment, lambda lengths: {16: 0.1}, "0.3", r"expected a dict"

@@ -523,6 +523,28 @@ KV_MISTAKES = [
 ]  # fmt: skip
 
 
+def calls_the_library(kv_heads):  # answers without measuring
+    from minillada.models.sizing import count_parameters, kv_bytes_per_token
+
+    out = {}
+    for h in kv_heads:
+        config = preset("llada_8b", n_kv_heads=h)
+        out[h] = (count_parameters(config).total, kv_bytes_per_token(config))
+    return out
+
+
+def test_kv_heads_refuses_the_library_functions():
+    from minillada.models.sizing import count_parameters, kv_bytes_per_token
+
+    assert_fails(
+        lesson5.check_kv_heads_experiment, calls_the_library, "5.5",
+        r"your function raised RuntimeError: expected a measurement, not a call of "
+        r"minillada\.models\.sizing\.count_parameters",
+    )  # fmt: skip
+    config = preset("llada_8b")  # both are themselves again afterwards
+    assert count_parameters(config).total == 8015581184 and kv_bytes_per_token(config) == 524288
+
+
 @pytest.mark.parametrize("mistake, match", KV_MISTAKES, ids=ids(KV_MISTAKES))
 def test_kv_heads_mistake_fails(mistake, match):
     assert_fails(lesson5.check_kv_heads_experiment, mistake, "5.5", match)
