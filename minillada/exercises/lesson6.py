@@ -118,7 +118,7 @@ def _var_cases() -> list[Case]:
     # stop after exactly two blocks.
     full = var_generate(model, prompt, 32, 8, 4, MASK, stop_ids=[-1]).tokens[0]
     stop = _first_new_token(full, 10, 8, 1)
-    long_prompt = torch.randint(0, 500, (1, 40), generator=seeded(7))
+    long_prompt = torch.randint(0, 500, (1, 43), generator=seeded(7))
     return [
         Case("no stop id ever appears: the whole budget of 4 blocks",
              (model, prompt, 32, 8, 4, MASK, [-1])),
@@ -126,7 +126,8 @@ def _var_cases() -> list[Case]:
              (model, prompt, 32, 8, 4, MASK, [stop])),
         Case("one token per step (steps = block_length = 4)",
              (model, prompt, 16, 4, 4, MASK, [-1])),
-        Case("a 40-token prompt in a 64-token context: the budget of 48 is clipped to 24",
+        Case("a 43-token prompt in a 64-token context: 21 positions are left, so the budget of "
+             "48 is clipped to 16, the whole blocks that fit",
              (model, long_prompt, 48, 8, 2, MASK, [-1])),
     ]  # fmt: skip
 
@@ -144,7 +145,7 @@ def check_var_generate(fn: Callable) -> CheckResult:
         fn,
         _var_reference,
         _var_cases(),
-        "minillada.sampling.generate.var_generate",
+        "minillada.sampling.variable_length.var_generate",
     )
 
 

@@ -87,11 +87,15 @@ def _score_cases() -> list[Case]:
 
 
 def _compare_score(expected: float, got) -> None:
+    """The lesson does not ask for float64, so a score computed in float32 is right too: each
+    cross-entropy then carries about 1e-7 of its value (float32 keeps 24 bits), and the sum of at
+    most 9 of them, each under 20 nats, about 2e-5 at worst. Every mistake the tests make (another
+    order, no padd_eos, a wrong sum) moves the score by 0.1 nats or more."""
     if torch.is_tensor(got):
         if got.numel() != 1:
             raise ExerciseFailed(f"expected one number, got a tensor of shape {tuple(got.shape)}")
         got = float(got)
-    assert_same(float(expected), got, atol=1e-9, rtol=1e-9)
+    assert_same(float(expected), got, atol=1e-4, rtol=1e-6)
 
 
 def check_confidence_score(fn: Callable) -> CheckResult:

@@ -11,7 +11,8 @@
   ``prompt + response + one EOS``, the examples are packed back to back into fixed windows (no
   padding), and each window is masked exactly as in pre-training (the prompt is not protected).
   The model learns that one EOS ends an answer, which lets it generate block after block until it
-  writes one (``minillada.sampling.generate.var_generate``). The paper states the format and that
+  writes one (``minillada.sampling.variable_length.var_generate``). The paper states the format and
+  that
   SFT was "modified for variable-length generation"; the packing and the unprotected prompt are our
   reading of it, not published code.
 

@@ -110,12 +110,31 @@ def var_generate_without_the_context_clip(model, prompt, gen_length, block_lengt
     return x, passes
 
 
-@pytest.mark.parametrize(
-    "mistake", [var_generate_without_the_context_clip],
-    ids=ids([var_generate_without_the_context_clip]),
-)  # fmt: skip
-def test_var_generate_mistakes_fail(mistake):
-    assert_fails(lesson6.check_var_generate, mistake, "6.3", "case")
+def var_generate_clip_not_in_whole_blocks(model, prompt, gen_length, block_length, steps,
+                                          mask_id, stop_ids):  # fmt: skip
+    """Clips the budget to the room left but not down to whole blocks: ceil instead of floor, so
+    a prompt that leaves 21 positions gets 3 blocks of 8 (24 tokens, past the context)."""
+    P = prompt.shape[1]
+    budget = min(gen_length, model.config.context_length - P)
+    x, passes = prompt, 0
+    for _ in range(-(-budget // block_length)):
+        x = generate(model, x, block_length, block_length, steps, mask_id)
+        passes += steps
+        if any(tok in stop_ids for tok in x[0, P:].tolist()):
+            break
+    return x, passes
+
+
+VAR_MISTAKES = [
+    (var_generate_without_the_context_clip, "case"),
+    (var_generate_clip_not_in_whole_blocks, r"your function raised ValueError: The canvas has 67 "
+     r"positions but the model's context is 64 tokens.*\n  on case 4/4: a 43-token prompt"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("mistake, match", VAR_MISTAKES, ids=ids(VAR_MISTAKES))
+def test_var_generate_mistakes_fail(mistake, match):
+    assert_fails(lesson6.check_var_generate, mistake, "6.3", match)
 
 
 # --- Exercise 6.4, an experiment on a model: a random stand-in with a chat tokenizer --------------

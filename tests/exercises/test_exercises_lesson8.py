@@ -79,7 +79,7 @@ def instruct(tinyshakespeare):
     return model, tokenizer, items
 
 
-def test_the_experiment_passes_with_the_measurement_and_judges_it(capsys, instruct):
+def test_the_experiment_passes_with_the_measurement_and_pairs_it(capsys, instruct):
     model, tokenizer, items = instruct
 
     def sweep(thresholds):
@@ -91,7 +91,9 @@ def test_the_experiment_passes_with_the_measurement_and_judges_it(capsys, instru
 
     assert lesson8.check_threshold_experiment(sweep, model, tokenizer, items)
     out = capsys.readouterr().out
-    assert "Exercise 8.3 passed: the exact sampler scores" in out
+    assert "Exercise 8.3 passed: 5 thresholds measured on" in out
+    assert out.count("McNemar p = ") == 5  # a paired test per threshold, against the exact sampler
+    assert "lowest threshold" not in out and "interval" not in out  # no verdict from the checker
 
 
 def test_the_experiment_refuses_made_up_numbers(instruct):
