@@ -29,6 +29,7 @@ def model_logits(
     attention_mask: torch.Tensor | None = None,
     positions: torch.Tensor | None = None,
     logits_from: int | None = None,
+    **cache_args,
 ) -> torch.Tensor:
     """Run a model of minillada's interface, ``model(ids, attention_mask=None) -> logits`` (see
     ``minillada.runtime``); it may also return an object with ``.logits`` (Hugging Face).
@@ -37,8 +38,11 @@ def model_logits(
     from the canvas start, as the official code does (RoPE is relative, so a left-padded row then
     differs from its unpadded self only by float rounding). ``logits_from``: only the logits of
     positions logits_from .. L are needed, which a model that ``cuts_logits`` then computes alone;
-    the caller checks ``cuts_logits`` to know which it got. (B, L) -> (B, L, V)."""
-    extra = {"positions": positions} if positions is not None and takes_positions(model) else {}
+    the caller checks ``cuts_logits`` to know which it got. ``cache_args`` (``cache=``,
+    ``start=``) go to the model as they are (lesson 8's caches). (B, L) -> (B, L, V)."""
+    extra = dict(cache_args)
+    if positions is not None and takes_positions(model):
+        extra["positions"] = positions
     if logits_from is not None and cuts_logits(model):
         extra["logits_from"] = logits_from
     if attention_mask is None:

@@ -16,7 +16,6 @@ Shapes: P = prompt tokens, G = gen_length.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -24,10 +23,9 @@ import torch
 
 from minillada.data.instructions import TASKS, Example, encode_example
 from minillada.estimate import wilson_interval
-from minillada.runtime import model_device, progress_bar
-from minillada.sampling.counting import CountedModel, counting_positions
-from minillada.sampling.generate import generate
-from minillada.sampling.variable_length import until_stop, var_generate, var_generate_batch
+from minillada.runtime import progress_bar
+from minillada.sampling.answer import GenerationSettings, generate_answers
+from minillada.sampling.variable_length import until_stop
 
 SAMPLERS = ("fixed", "variable")
 
@@ -64,33 +62,9 @@ def answer_instruction(
     """Generate the answer to ``example`` at temperature 0 with ``sampler`` ("fixed" or
     "variable", see the module docstring); one token per step, or with ``threshold`` every token
     whose confidence reaches it, with an optional approximate ``cache`` (lesson 8)."""
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
-    prompt_ids, _ = encode_example(tokenizer, example)
-    prompt = torch.tensor([prompt_ids], device=model_device(model))  # (1, P)
-    stop = tokenizer.stop_ids
-    counted = CountedModel(model)
-    fast = dict(threshold=threshold, cache=cache)
-    start = time.perf_counter()
-    with counting_positions(model) as seen:
-        if sampler == "fixed":
-            steps = None if threshold is not None else gen_length
-            out = generate(
-                counted, prompt, gen_length, block_length, steps, tokenizer.mask_id, **fast
-            )
-            generated = out[0, prompt.shape[1] :]  # (G,)
-        else:
-            steps = None if threshold is not None else block_length
-            result = var_generate(
-                counted, prompt, gen_length, block_length, steps, tokenizer.mask_id,
-                stop_ids=stop, **fast,
-            )  # fmt: skip
-            generated = result.generated
-    seconds = time.perf_counter() - start
-    return _graded(
-        tokenizer, example, generated, forward_passes=counted.calls, seconds=seconds,
-        positions=sum(seen),
-    )  # fmt: skip
+    return answer_instructions(
+        model, tokenizer, [example], sampler, gen_length, block_length, threshold, cache, 1
+    )[0]
 
 
 def _graded(tokenizer, example: Example, generated: torch.Tensor, **cost) -> Answer:
@@ -117,48 +91,25 @@ def answer_instructions(
     """``answer_instruction`` for every example, ``batch_size`` prompts per forward pass: at
     temperature 0 each answer is the one it gets alone. "variable": finished rows leave the batch
     and waiting prompts take their place (``var_generate_batch``); "fixed": left-padded chunks of
-    ``batch_size``. An answer's ``seconds`` is its share of the batch's time (each step's time
-    split over the rows it computed); ``positions`` counts the positions of the passes it took
-    part in, padding included."""
+    ``batch_size`` (``minillada.sampling.answer.generate_answers``). An answer's ``seconds`` is
+    its share of the batch's time (each step's time split over the rows it computed);
+    ``positions`` counts the positions of the passes it took part in, padding included."""
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int (rows per forward), got {batch_size}.")
+    variable = sampler == "variable"  # one token per step: block_length steps per block, or G
+    settings = GenerationSettings(
+        gen_length, block_length, block_length if variable else gen_length,
+        variable_length=variable, threshold=threshold, cache=cache,
+    )  # fmt: skip
     prompts = [encode_example(tokenizer, e)[0] for e in examples]
-    answers: list[Answer | None] = [None] * len(examples)
-    if sampler == "variable":
-        results = var_generate_batch(
-            model, prompts, gen_length, block_length,
-            None if threshold is not None else block_length, tokenizer.mask_id,
-            batch_size=batch_size, stop_ids=tokenizer.stop_ids, threshold=threshold, cache=cache,
+    answers = generate_answers(model, tokenizer, prompts, settings, batch_size=batch_size)
+    return [
+        _graded(
+            tokenizer, e, a.generated, forward_passes=a.forward_passes, seconds=a.seconds,
+            positions=a.positions_processed,
         )  # fmt: skip
-        return [
-            _graded(
-                tokenizer, e, r.generated, forward_passes=r.forward_passes, seconds=r.seconds,
-                positions=r.positions_processed,
-            )  # fmt: skip
-            for e, r in zip(examples, results, strict=True)
-        ]
-    for first in range(0, len(prompts), batch_size):
-        chunk = prompts[first : first + batch_size]
-        padded = tokenizer.pad_left(chunk)
-        counted = CountedModel(model)
-        start = time.perf_counter()
-        with counting_positions(model) as seen:
-            out = generate(
-                counted, padded.input_ids, gen_length, block_length,
-                None if threshold is not None else gen_length, tokenizer.mask_id,
-                attention_mask=padded.attention_mask, pad_id=tokenizer.pad_id,
-                threshold=threshold, cache=cache,
-            )  # fmt: skip
-        seconds = time.perf_counter() - start
-        P = padded.input_ids.shape[1]
-        for b in range(len(chunk)):
-            answers[first + b] = _graded(
-                tokenizer, examples[first + b], out[b, P:], forward_passes=counted.calls,
-                seconds=seconds / len(chunk), positions=sum(seen) // len(chunk),
-            )  # fmt: skip
-    return answers  # type: ignore[return-value]
+        for e, a in zip(examples, answers, strict=True)
+    ]
 
 
 @dataclass

@@ -210,15 +210,16 @@ def generate_answer(
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     prompt = prompt.to(device)
-    with counting_positions(model) as seen:
-        if s.variable_length:
-            result = var_generate(
-                model, prompt, s.gen_length, s.block_length, s.steps, tokenizer.mask_id,
-                generator=generator, **_variable_options(tokenizer, s, stop_strings),
-            )  # fmt: skip
-            generated, passes, stopped = result.generated, result.forward_passes, result.stopped
-        else:
-            counted = CountedModel(model)
+    if s.variable_length:  # the sampler counts each row's passes and positions itself
+        result = var_generate(
+            model, prompt, s.gen_length, s.block_length, s.steps, tokenizer.mask_id,
+            generator=generator, **_variable_options(tokenizer, s, stop_strings),
+        )  # fmt: skip
+        generated, passes, stopped = result.generated, result.forward_passes, result.stopped
+        processed = result.positions_processed
+    else:
+        counted = CountedModel(model)
+        with counting_positions(model) as seen:
             canvas = generate(
                 counted,
                 prompt,
@@ -231,19 +232,14 @@ def generate_answer(
                 threshold=s.threshold,
                 cache=s.cache,
             )
-            generated, passes = canvas[0, prompt.shape[1] :].cpu(), counted.calls
-            stopped = bool(torch.isin(generated, torch.tensor(stop_ids)).any())
+        generated, passes = canvas[0, prompt.shape[1] :].cpu(), counted.calls
+        stopped = bool(torch.isin(generated, torch.tensor(stop_ids)).any())
+        # every pass runs over the prompt and the whole canvas (for a model without an embedding
+        # to hook, counting_positions sees nothing)
+        processed = sum(seen) or passes * canvas.shape[1]
     if cuda:
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
-    P, G = prompt.shape[1], len(generated)
-    if seen:
-        processed = sum(seen)
-    elif s.variable_length:  # block b (1-based) is denoised in s.steps passes over P + b * block
-        blocks = G // s.block_length
-        processed = s.steps * (blocks * P + s.block_length * blocks * (blocks + 1) // 2)
-    else:  # every pass runs over the prompt and the whole canvas
-        processed = passes * (P + G)
     peak = torch.cuda.max_memory_allocated(device) if cuda else None
     return _answer(
         tokenizer, generated, stop_strings, passes=passes, processed=processed, seconds=seconds,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from minillada.diffusion.guidance import cuts_logits, guided_logits, takes_positions
+from minillada.diffusion.guidance import cuts_logits, guided_logits, model_logits
 from minillada.models.kv_cache import KVCache
 from minillada.runtime import context_length
 from minillada.sampling.primitives import (
@@ -168,17 +168,6 @@ class RowWork:
         self.seconds[rows] += seconds / len(rows)
 
 
-def _forward(model, ids, attention_mask, positions, **cache_args) -> torch.Tensor:
-    """A cached forward of minillada's LLaDAModel, with positions when there are any."""
-    extra = {"positions": positions} if positions is not None and takes_positions(model) else {}
-    return model(ids, attention_mask, **cache_args, **extra)
-
-
-def _cut(model, start: int) -> dict:
-    """A full forward's logits from ``start`` on, for a model that can compute only those."""
-    return {"logits_from": start} if cuts_logits(model) else {}
-
-
 def denoise(
     model: Callable,
     x: torch.Tensor,
@@ -220,9 +209,13 @@ def denoise(
         )
     kv = KVCache()
     everyone = torch.arange(B, device=x.device)
+    # logits cover positions offset .. offset + n: those left of the window are never needed, and
+    # a minillada model skips their output head (``logits_from``)
+    cuts = cuts_logits(model)
 
     def rows_of(t: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor | None:
-        return None if t is None or len(rows) == B else t[rows]
+        """t's rows ``rows`` (t itself when that is every row)."""
+        return t if t is None or len(rows) == B else t[rows]
 
     for w, (start, end) in enumerate(windows):
         masked_count = (x[:, start:end] == mask_id).sum(dim=1)  # (B,)
@@ -237,20 +230,16 @@ def denoise(
             live = everyone[(x[:, start:end] == mask_id).any(dim=1)]  # (b,) rows with masks left
             if len(live) == 0 or (schedule is not None and step == schedule.shape[1]):
                 break
-            xs = x if len(live) == B else x[live]  # (b, L)
-            am = attention_mask if len(live) == B else rows_of(attention_mask, live)
-            pos = positions if len(live) == B else rows_of(positions, live)
-            # logits cover positions offset .. offset + n: those left of the window are never
-            # needed, and a minillada model skips their output head (``logits_from``)
-            cut = _cut(model, start)
-            offset = start if cut else 0
+            xs, am, pos = rows_of(x, live), rows_of(attention_mask, live), rows_of(positions, live)
+            offset = start if cuts else 0
+            cut = start if cuts else None
             refresh = step == 0 or (config.cache_refresh and step % config.cache_refresh == 0)
             if config.cache is None:
                 logits = guided_logits(
-                    model, xs, prompt_index[live], mask_id, config.cfg_scale, am, pos, **cut
+                    model, xs, rows_of(prompt_index, live), mask_id, config.cfg_scale, am, pos, cut
                 )
             elif refresh:  # a full forward that records every layer's keys and values
-                logits = _forward(model, xs, am, pos, cache=kv.record(), **cut)
+                logits = model_logits(model, xs, am, pos, cut, cache=kv.record())
                 cached = live
             else:  # the window (and, for a prefix cache, all after it) against the cache
                 if not torch.equal(cached, live):  # rows that finished leave the cache too
@@ -258,7 +247,9 @@ def denoise(
                     cached = live
                 offset, stop = start, (L if config.cache == "prefix" else end)
                 window_pos = None if pos is None else pos[:, offset:stop]
-                logits = _forward(model, xs[:, offset:stop], am, window_pos, cache=kv, start=offset)
+                logits = model_logits(
+                    model, xs[:, offset:stop], am, window_pos, cache=kv, start=offset
+                )
             window_pass = config.cache is not None and not refresh
             width = logits.shape[1] if window_pass else xs.shape[1]  # the layers' positions
             if logits_hook is not None:
