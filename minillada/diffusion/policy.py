@@ -1,0 +1,167 @@
+"""Log-probabilities a masked diffusion policy can give, for reinforcement learning (lesson 9).
+
+A GPT gives log pi(completion | prompt) exactly in one pass. A masked diffusion model gives only
+estimates, and a policy-gradient ratio pi_theta / pi_old of two noisy estimates is biased and can
+explode. Two estimates and one rule:
+
+* **d1's one-step estimate** (Zhao et al. 2025, diffu-GRPO): mask the whole completion, mask each
+  prompt token with probability ``p_mask``, and read every completion token's log-probability from
+  that one pass: log pi(o_k | q', all masked). Deterministic at ``p_mask = 0``; it is the t = 1
+  slice of the ELBO, a mean-field surrogate, not a bound.
+* **A sequence ELBO** (LLaDA's l-estimator of lesson 3, as LLaDA 1.5's VRPO uses it): n draws, each
+  masking exactly l completion tokens with l spread evenly over 1..C (low discrepancy, one mask per
+  draw), weighted C / l: a lower bound on log pi(completion | prompt) in expectation. With
+  ``complementary=True`` every draw is paired with the mask of the other C - l tokens (DiffuCoder's
+  coupled pass): each token is scored once per pair, and the pair's two halves are negatively
+  correlated.
+* **Common random numbers**: draw the masks once (``draw_one_step``, ``draw_elbo``) and score the
+  current, the old and the reference policy on the *same* draws. The noise of the masks then cancels
+  in the log-ratio; a model compared with itself gives exactly 0 (VRPO's antithetic sampling, d1's
+  shared seeds).
+
+Prompts of different lengths are left-padded (``prompt_keep`` marks real tokens, as lesson 8's
+batched sampler does) and each row is positioned from its own first token. Shapes: B rows, P prompt
+positions, C completion positions, n draws.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from minillada.diffusion.guidance import cuts_logits, model_logits
+from minillada.diffusion.likelihood import mask_exactly, spread_mask_counts
+from minillada.models.attention import row_positions
+from minillada.runtime import upcast
+
+
+def check_p_mask(p_mask: float) -> None:
+    if not 0.0 <= p_mask < 1.0:
+        raise ValueError(
+            f"p_mask is the probability of masking each prompt token and must be in [0, 1); got "
+            f"{p_mask}. d1 uses 0.15; 0 makes the one-step estimate deterministic."
+        )
+
+
+@dataclass(frozen=True)
+class OneStepDraw:
+    """The random part of one one-step estimate: which prompt positions are masked."""
+
+    prompt_masked: torch.Tensor  # (B, P) bool; never true on padding
+
+
+@dataclass(frozen=True)
+class ElboDraws:
+    """The random part of a sequence ELBO estimate: n masks of the completion and their weights."""
+
+    masked: torch.Tensor  # (n, B, C) bool: draw j masks these completion positions of row b
+    weights: torch.Tensor  # (n, B) float64: C / l, l = the number masked in that draw
+
+    def __len__(self) -> int:
+        return self.masked.shape[0]
+
+
+def draw_one_step(
+    prompt_keep: torch.Tensor, p_mask: float, generator: torch.Generator | None = None
+) -> OneStepDraw:
+    """Mask each real prompt token independently with probability ``p_mask`` (drawn on the CPU, so
+    a seed gives the same draw on any device). prompt_keep (B, P) bool."""
+    check_p_mask(p_mask)
+    u = torch.rand(prompt_keep.shape, generator=generator).to(prompt_keep.device)
+    return OneStepDraw(prompt_masked=(u < p_mask) & prompt_keep.bool())
+
+
+def draw_elbo(
+    batch: int,
+    completion_len: int,
+    n: int,
+    generator: torch.Generator | None = None,
+    complementary: bool = False,
+) -> ElboDraws:
+    """n draws per row with mask counts spread evenly over 1..C from a random start (lesson 3's
+    ``spread_mask_counts``), each a uniformly random subset of that size; with ``complementary``
+    the other C - l tokens follow as n more draws (the full mask when l = C, which keeps the counts
+    of the second half uniform on 1..C, so each half is unbiased on its own)."""
+    C = completion_len
+    if n < 1 or C < 1:
+        raise ValueError(f"need at least one draw and one completion token, got n={n}, C={C}")
+    starts = torch.randint(1, C + 1, (batch,), generator=generator)
+    counts = torch.stack([spread_mask_counts(C, n, int(k)) for k in starts], dim=1)  # (n, B)
+    masked = mask_exactly(counts.reshape(-1), C, generator).view(n, batch, C)
+    if complementary:
+        full = (counts == C)[..., None]  # (n, B, 1): l = C has no complement; mask all again
+        other = torch.where(full, torch.ones_like(masked), ~masked)
+        masked = torch.cat([masked, other])  # (2n, B, C)
+        counts = torch.cat([counts, torch.where(counts == C, C, C - counts)])
+    return ElboDraws(masked=masked, weights=C / counts.double())
+
+
+def _completion_log_probs(
+    model: Callable,
+    prompt: torch.Tensor,
+    completion: torch.Tensor,
+    canvas: torch.Tensor,
+    prompt_keep: torch.Tensor | None,
+) -> torch.Tensor:
+    """log p(completion_k | canvas) at every completion position: (B, P + C) canvas -> (B, C)."""
+    P = prompt.shape[1]
+    keep = positions = None
+    if prompt_keep is not None:
+        keep = torch.cat([prompt_keep.bool(), torch.ones_like(completion, dtype=torch.bool)], 1)
+        positions = row_positions(keep)  # (B, P + C): each row counted from its first token
+    logits = model_logits(model, canvas, keep, positions, logits_from=P)
+    if not cuts_logits(model):
+        logits = logits[:, P:]  # (B, C, V)
+    logp = F.log_softmax(upcast(logits), dim=-1)  # float32 at least: bf16 log-probs are coarse
+    return logp.gather(-1, completion.unsqueeze(-1)).squeeze(-1)  # (B, C)
+
+
+def one_step_logprobs(
+    model: Callable,
+    prompt: torch.Tensor,
+    completion: torch.Tensor,
+    mask_id: int,
+    draw: OneStepDraw,
+    prompt_keep: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """d1's per-token estimate, log pi(o_k | q'), from one pass with the completion fully masked and
+    the prompt masked where ``draw`` says: prompt (B, P), completion (B, C) -> (B, C), with the
+    graph (differentiate it for the policy gradient; wrap in no_grad for old/reference)."""
+    if draw.prompt_masked.shape != prompt.shape:
+        raise ValueError(
+            f"the draw masks a prompt of shape {tuple(draw.prompt_masked.shape)} but the prompt "
+            f"has shape {tuple(prompt.shape)}: draw once per batch, then reuse it for every policy"
+        )
+    canvas = torch.cat(
+        [prompt.masked_fill(draw.prompt_masked, mask_id), torch.full_like(completion, mask_id)], 1
+    )  # (B, P + C)
+    return _completion_log_probs(model, prompt, completion, canvas, prompt_keep)
+
+
+def sequence_elbo(
+    model: Callable,
+    prompt: torch.Tensor,
+    completion: torch.Tensor,
+    mask_id: int,
+    draws: ElboDraws,
+    prompt_keep: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The ELBO estimate of log pi(completion | prompt) in nats per row, the mean over ``draws`` of
+    (C / l) sum over the masked positions of log p: (B,), with the graph. The prompt is never
+    masked. Its expectation is lesson 3's ``estimate_conditional_nll`` with the sign flipped."""
+    n, B, C = draws.masked.shape
+    if (B, C) != tuple(completion.shape):
+        raise ValueError(
+            f"the draws mask completions of shape {(B, C)} but the completion has shape "
+            f"{tuple(completion.shape)}: draw once per batch, then reuse it for every policy"
+        )
+    total = torch.zeros(B, dtype=torch.float64, device=completion.device)
+    for masked, weight in zip(draws.masked, draws.weights, strict=True):  # (B, C), (B,)
+        masked = masked.to(completion.device)
+        canvas = torch.cat([prompt, completion.masked_fill(masked, mask_id)], 1)  # (B, P + C)
+        logp = _completion_log_probs(model, prompt, completion, canvas, prompt_keep)  # (B, C)
+        total = total + (logp.double() * masked).sum(1) * weight.to(total.device)
+    return total / n

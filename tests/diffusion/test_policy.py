@@ -1,0 +1,161 @@
+"""Policy log-probabilities for RL: d1's one-step estimate and the sequence ELBO, shared draws."""
+
+import math
+
+import pytest
+import torch
+
+from minillada.diffusion.likelihood import estimate_conditional_nll
+from minillada.diffusion.policy import (
+    draw_elbo,
+    draw_one_step,
+    one_step_logprobs,
+    sequence_elbo,
+)
+from minillada.models.llada import LLaDAModel, preset
+
+MASK = 5
+
+
+@pytest.fixture(scope="module")
+def model():
+    cfg = preset("tiny", n_kv_heads=2, weight_tying=True, mask_token_id=MASK)
+    m = LLaDAModel(cfg, dtype=torch.float64, generator=torch.Generator().manual_seed(4)).eval()
+    return m
+
+
+def nudged(model):
+    """The same model one small step away, as pi_theta is from pi_old."""
+    other = LLaDAModel(model.config, dtype=torch.float64).eval()
+    other.load_state_dict(model.state_dict())
+    g = torch.Generator().manual_seed(9)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 1e-3)
+    return other
+
+
+def batch(B=4, P=6, C=8, seed=0, vocab=64):
+    g = torch.Generator().manual_seed(seed)
+    prompt = torch.randint(6, vocab, (B, P), generator=g)
+    completion = torch.randint(6, vocab, (B, C), generator=g)
+    return prompt, completion
+
+
+def test_the_one_step_estimate_is_deterministic_at_p_mask_0_and_reads_a_fully_masked_completion(
+    model,
+):
+    prompt, completion = batch()
+    keep = torch.ones_like(prompt, dtype=torch.bool)
+    draw = draw_one_step(keep, 0.0, torch.Generator().manual_seed(0))
+    assert not draw.prompt_masked.any()
+    a = one_step_logprobs(model, prompt, completion, MASK, draw)
+    b = one_step_logprobs(model, prompt, completion, MASK, draw_one_step(keep, 0.0))
+    assert torch.equal(a, b) and a.shape == completion.shape and (a < 0).all()
+    with torch.no_grad():
+        canvas = torch.cat([prompt, torch.full_like(completion, MASK)], 1)
+        direct = model(canvas)[:, prompt.shape[1] :].log_softmax(-1)
+    assert torch.allclose(a, direct.gather(-1, completion[..., None])[..., 0], atol=1e-12)
+
+
+@pytest.mark.parametrize("p_mask", [-0.1, 1.0, 1.5])
+def test_p_mask_outside_0_1_is_an_error(p_mask):
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\)"):
+        draw_one_step(torch.ones(2, 3, dtype=torch.bool), p_mask)
+
+
+def test_shared_draws_make_a_models_log_ratio_with_itself_exactly_zero(model):
+    prompt, completion = batch()
+    keep = torch.ones_like(prompt, dtype=torch.bool)
+    g = torch.Generator().manual_seed(1)
+    draw = draw_one_step(keep, 0.15, g)
+    assert draw.prompt_masked.any()
+    once = one_step_logprobs(model, prompt, completion, MASK, draw)
+    again = one_step_logprobs(model, prompt, completion, MASK, draw)
+    assert torch.equal(once - again, torch.zeros_like(once))
+    draws = draw_elbo(len(prompt), completion.shape[1], 3, g, complementary=True)
+    assert torch.equal(
+        sequence_elbo(model, prompt, completion, MASK, draws),
+        sequence_elbo(model, prompt, completion, MASK, draws),
+    )
+
+
+def test_shared_draws_shrink_the_spread_of_the_log_ratio_to_a_nearby_policy(model):
+    prompt, completion = batch(B=2)
+    other = nudged(model)
+    g = torch.Generator().manual_seed(2)
+    shared, independent = [], []
+    with torch.no_grad():
+        for _ in range(24):
+            d = draw_elbo(len(prompt), completion.shape[1], 1, g)
+            e = draw_elbo(len(prompt), completion.shape[1], 1, g)
+            new = sequence_elbo(other, prompt, completion, MASK, d)
+            shared.append(new - sequence_elbo(model, prompt, completion, MASK, d))
+            independent.append(new - sequence_elbo(model, prompt, completion, MASK, e))
+    sd_shared = torch.stack(shared).std(0)
+    sd_independent = torch.stack(independent).std(0)
+    assert (sd_shared * 10 < sd_independent).all(), (sd_shared, sd_independent)
+
+
+def test_the_elbo_agrees_with_lesson_3s_estimator_within_its_standard_error(model):
+    prompt, completion = batch(B=1, P=5, C=6, seed=3)
+    rows = 96  # the same item on every row: 96 independent estimates of 2 draws each
+    draws = draw_elbo(rows, 6, 2, torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        per_row = sequence_elbo(
+            model, prompt.expand(rows, -1), completion.expand(rows, -1), MASK, draws
+        )
+    ours, ours_se = per_row.mean().item(), per_row.std().item() / math.sqrt(rows)
+    ref = estimate_conditional_nll(model, prompt[0], completion[0], MASK, mc_num=192, seed=1)
+    assert ref.stderr > 0 and ours_se > 0
+    gap = abs(ours - ref.log_likelihood)
+    assert gap < 4 * math.hypot(ours_se, ref.stderr), (ours, ref)
+
+
+def test_complementary_draws_cover_each_token_once_per_pair_and_keep_counts_uniform():
+    C, n = 5, 5
+    draws = draw_elbo(3, C, n, torch.Generator().manual_seed(6), complementary=True)
+    assert draws.masked.shape == (2 * n, 3, C) and len(draws) == 2 * n
+    first, second = draws.masked[:n], draws.masked[n:]
+    full = first.sum(-1) == C
+    assert torch.equal(second[full], torch.ones_like(second[full]))
+    assert torch.equal((first ^ second)[~full], torch.ones_like(second[~full]))
+    for half in (first, second):  # n = C: each row's counts are exactly 1..C
+        counts = half.sum(-1).sort(dim=0).values  # (n, 3)
+        assert torch.equal(counts, torch.arange(1, C + 1)[:, None].expand(n, 3))
+    assert torch.allclose(draws.weights, C / draws.masked.sum(-1).double())
+
+
+def test_a_left_padded_row_scores_as_it_would_alone(model):
+    prompt, completion = batch(B=2, P=6)
+    short = prompt[1, 2:]  # row 1 has a 4-token prompt, left-padded to 6
+    padded = prompt.clone()
+    padded[1, :2] = 0
+    keep = torch.ones_like(prompt, dtype=torch.bool)
+    keep[1, :2] = False
+    draw = draw_one_step(keep, 0.0)
+    with torch.no_grad():
+        together = one_step_logprobs(model, padded, completion, MASK, draw, keep)
+        alone = one_step_logprobs(
+            model, short[None], completion[1:], MASK, draw_one_step(keep[1:, 2:], 0.0)
+        )
+        draws = draw_elbo(2, completion.shape[1], 2, torch.Generator().manual_seed(7))
+        elbo_together = sequence_elbo(model, padded, completion, MASK, draws, keep)
+        one_row = type(draws)(draws.masked[:, 1:], draws.weights[:, 1:])
+        elbo_alone = sequence_elbo(model, short[None], completion[1:], MASK, one_row)
+    assert torch.allclose(together[1:], alone, atol=1e-10)
+    assert torch.allclose(elbo_together[1:], elbo_alone, atol=1e-10)
+
+
+def test_estimates_carry_the_graph_and_mismatched_draws_are_errors(model):
+    prompt, completion = batch()
+    keep = torch.ones_like(prompt, dtype=torch.bool)
+    draw = draw_one_step(keep, 0.1, torch.Generator().manual_seed(8))
+    one_step_logprobs(model, prompt, completion, MASK, draw).sum().backward()
+    assert model.transformer.wte.weight.grad is not None
+    model.zero_grad(set_to_none=True)
+    with pytest.raises(ValueError, match="draw once per batch"):
+        one_step_logprobs(model, prompt[:2], completion[:2], MASK, draw)
+    draws = draw_elbo(4, 8, 1)
+    with pytest.raises(ValueError, match="draw once per batch"):
+        sequence_elbo(model, prompt, completion[:, :7], MASK, draws)
