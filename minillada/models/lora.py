@@ -194,3 +194,19 @@ def remove_lora(model: nn.Module, merge: bool = False) -> None:
         del layer.lora
     for p in model.parameters():
         p.requires_grad_(True)
+
+
+class AdaptersOff:
+    """The base model behind ``model``'s adapters, as a model of its own: calling it runs ``model``
+    with every adapter switched off (the RL reference policy, at no memory cost). It answers the
+    same questions a sampler or an estimator asks a model (config, positions, logits_from)."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.config = model.config
+        for flag in ("supports_positions", "supports_logits_from", "supports_kv_cache"):
+            setattr(self, flag, getattr(model, flag, False))
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        with adapters_disabled(self.model):
+            return self.model(*args, **kwargs)

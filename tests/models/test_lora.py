@@ -109,3 +109,16 @@ def test_a_target_the_model_lacks_is_an_error_before_anything_changes():
     with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
         add_lora(fresh, dropout=1.0)
     assert all(p.requires_grad for p in fresh.parameters())
+
+
+def test_adapters_off_is_the_base_model_as_a_model_of_its_own():
+    from minillada.models.lora import AdaptersOff
+
+    model = small_model(tied=True)
+    x = ids(model)
+    base = model(x)
+    add_lora(model, rank=2, alpha=4)
+    randomise_adapters(model)
+    reference = AdaptersOff(model)
+    assert torch.equal(reference(x), base) and reference.supports_positions
+    assert not torch.allclose(model(x), base)  # the adapters are on again outside the call
