@@ -210,3 +210,29 @@ class AdaptersOff:
     def __call__(self, *args, **kwargs) -> torch.Tensor:
         with adapters_disabled(self.model):
             return self.model(*args, **kwargs)
+
+
+@contextmanager
+def adapters_detached(model: nn.Module) -> Iterator[dict[str, LoRAAdapter]]:
+    """Inside the block the model has no adapters at all (a plain model whose state_dict has only
+    the released names, for the checkpoint writers and loaders); they are put back after, with
+    their weights. Yields the adapters by layer name."""
+    unmerge_lora(model)
+    taken = {}
+    for name, layer in linear_layers(model).items():
+        if hasattr(layer, "lora"):
+            taken[name] = (layer.lora, layer._lora_hook)
+            layer._lora_hook.remove()
+            del layer.lora, layer._lora_hook
+    try:
+        yield {name: adapter for name, (adapter, _) in taken.items()}
+    finally:
+        layers = linear_layers(model)
+        for name, (adapter, _) in taken.items():
+            layers[name].lora = adapter
+            layers[name]._lora_hook = layers[name].register_forward_hook(_add_update)
+
+
+def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The adapters' weights by their names in ``model.state_dict()`` (``<layer>.lora.A``)."""
+    return {k: v for k, v in model.state_dict().items() if ".lora." in k}

@@ -122,3 +122,21 @@ def test_adapters_off_is_the_base_model_as_a_model_of_its_own():
     reference = AdaptersOff(model)
     assert torch.equal(reference(x), base) and reference.supports_positions
     assert not torch.allclose(model(x), base)  # the adapters are on again outside the call
+
+
+def test_detached_adapters_leave_a_plain_model_and_come_back_with_their_weights():
+    from minillada.models.lora import adapters_detached, lora_state_dict
+
+    model = small_model(tied=False)
+    x = ids(model)
+    base = model(x)
+    add_lora(model, rank=2, alpha=4)
+    randomise_adapters(model)
+    adapted, saved = model(x), lora_state_dict(model)
+    assert saved and all(".lora." in k for k in saved)
+    with adapters_detached(model) as taken:
+        assert len(taken) == model.config.n_layers * len(LLADA_PROJECTIONS)
+        assert not any(".lora." in k for k in model.state_dict())
+        assert torch.equal(model(x), base)
+    assert torch.equal(model(x), adapted)
+    assert all(torch.equal(v, lora_state_dict(model)[k]) for k, v in saved.items())
