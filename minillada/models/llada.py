@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from minillada.models.attention import attention, attention_bias
 from minillada.models.kv_cache import KVCache, LayerCache
@@ -496,6 +497,9 @@ class LLaDAModel(nn.Module):
     supports_kv_cache = True  # forward(..., cache=) (lesson 8's approximate caches)
     supports_positions = True  # forward(..., positions=) (batched rows of different lengths)
     supports_logits_from = True  # forward(..., logits_from=) (logits of the positions needed)
+    # True: a forward with gradients keeps only each block's input and recomputes the block in
+    # backward, trading one more forward for activation memory (the 8B model under RL, lesson 9)
+    gradient_checkpointing = False
 
     def __init__(
         self,
@@ -642,8 +646,12 @@ class LLaDAModel(nn.Module):
             layers = cache.start_recording(n_layers, N)
         else:
             layers = [None] * n_layers
+        recompute = self.gradient_checkpointing and torch.is_grad_enabled() and cache is None
         for block, layer in zip(t.blocks, layers, strict=True):
-            x = block(x, self.rotary, cos, sin, bias, layer)  # (B, W, D)
+            if recompute:  # keep only each block's input; its inside is recomputed in backward
+                x = checkpoint(block, x, self.rotary, cos, sin, bias, None, use_reentrant=False)
+            else:
+                x = block(x, self.rotary, cos, sin, bias, layer)  # (B, W, D)
         if cache is not None and not window:
             cache.stop_recording()
         if logits_from is not None:

@@ -72,7 +72,8 @@ class LoRAAdapter(nn.Module):
         return self.scaling * (self.B @ self.A)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.dropout(x, self.dropout, self.training)
+        # the adapter may be kept in float32 beside bf16 base weights (as d1 trains it)
+        x = F.dropout(x.to(self.A.dtype), self.dropout, self.training)
         return F.linear(F.linear(x, self.A), self.B) * self.scaling  # (..., r) then (..., out)
 
 

@@ -140,3 +140,36 @@ def test_detached_adapters_leave_a_plain_model_and_come_back_with_their_weights(
         assert torch.equal(model(x), base)
     assert torch.equal(model(x), adapted)
     assert all(torch.equal(v, lora_state_dict(model)[k]) for k, v in saved.items())
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
+    model = small_model(tied=True)
+    add_lora(model, rank=2, alpha=4)
+    randomise_adapters(model)
+    x = ids(model)
+    grads = []
+    for recompute in (False, True):
+        model.gradient_checkpointing = recompute
+        model.zero_grad(set_to_none=True)
+        loss = model(x).logsumexp(-1).mean()
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in lora_parameters(model)]))
+    (l0, g0), (l1, g1) = grads
+    assert torch.equal(l0, l1)
+    assert all(torch.allclose(a, b, atol=1e-12, rtol=0) for a, b in zip(g0, g1, strict=True))
+
+
+def test_float32_adapters_beside_bf16_weights():
+    cfg = preset("tiny", n_kv_heads=2, mask_token_id=5)
+    model = LLaDAModel(cfg, dtype=torch.bfloat16)
+    x = ids(model)
+    base = model(x)
+    add_lora(model, rank=2, alpha=4)
+    for a in lora_parameters(model):
+        a.data = a.data.float()
+    assert torch.equal(model(x), base)  # B = 0: still exactly the base, in bf16
+    randomise_adapters(model)
+    out = model(x)
+    assert out.dtype == torch.bfloat16 and not torch.equal(out, base)
+    out.float().logsumexp(-1).sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in lora_parameters(model))
