@@ -37,6 +37,9 @@ def test_a_resumed_run_ends_where_an_unbroken_run_ends(tmp_path, tinyshakespeare
     saved = json.loads((whole / final / "training.json").read_text())
     assert saved["evaluation"]["fixed"]["all"]["n"] == saved["evaluation"]["variable"]["all"]["n"]
     assert len(saved["history"]["reward"]) == 4 and saved["lora_rank"] == (2 if lora else 0)
+    items = saved["evaluation"]["fixed"]["all"]["correct_items"]
+    assert len(items) == saved["evaluation"]["fixed"]["all"]["n"]
+    assert sum(items) == saved["evaluation"]["fixed"]["all"]["correct"]
 
 
 @pytest.mark.parametrize(
