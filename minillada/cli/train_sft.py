@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--seed", type=int, default=1337)
     ap.add_argument("--ship", default=None, help="also copy the finished folder here")
+    ap.add_argument(
+        "--no-final-eval", action="store_true", help="skip the held-out scores at the end"
+    )
     return ap
 
 
@@ -137,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
     curve["iter"] = state.history["val_iter"]
     print(f"trained {args.iters} iterations in {seconds:.0f} s", flush=True)
     evaluation = {}
-    for sampler in SAMPLERS:
+    for sampler in () if args.no_final_eval else SAMPLERS:
         scores = evaluate_instructions(
             model, tok, data.held_out, sampler, args.gen_length, args.block_length
         )

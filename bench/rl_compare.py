@@ -1,0 +1,164 @@
+"""Does RL improve lesson 6's model? GRPO and wd1 against the SFT model they start from (issue 25).
+
+    ATEN_CPU_CAPABILITY=avx2 python bench/rl_compare.py --out bench/rl_compare.json
+    python bench/rl_compare.py --quick --out /tmp/rl_quick.json     # every part, tiny (the test)
+
+1. **The start**: lesson 6's shipped instruct model answers the 490 held-out instructions with the
+   fixed canvas and with variable length (temperature 0), every item's grade kept; and pass@k at
+   temperature 1 on the fixed canvas (k samples per item, right if any is exact): the headroom a
+   policy gradient can turn into greedy accuracy.
+2. **RL**: ``python -m minillada.cli.train_rl`` for each method (``--methods``) and seed
+   (``--seeds``) with the same settings, each scored on the same 490 items; McNemar's exact test
+   of each run against the start, per sampler (``minillada.estimate.paired_comparison``).
+3. **More SFT at equal wall-clock**: lesson 6's own recipe (LLaDA's SFT) continued from the same
+   start for as many seconds as the median RL run trained (its seconds per iteration measured
+   first on a short probe), scored and tested the same way: does RL beat simply training longer?
+
+Everything is written to ``--out`` as it finishes; runs go to ``--workdir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from minillada.checkpoints.hf import load_hf_checkpoint
+from minillada.checkpoints.shipped import INSTRUCT_SHAKESPEARE, shipped_checkpoint
+from minillada.cli import train_rl, train_sft
+from minillada.data.downloads import load_text
+from minillada.data.instructions import encode_example, make_instruction_data
+from minillada.data.tokenizer import LLaDATokenizer
+from minillada.estimate import paired_comparison, wilson_interval
+from minillada.evaluation.rewards import exact_match
+from minillada.runtime import environment_report, processor_name
+from minillada.sampling.generate import generate
+from minillada.sampling.variable_length import until_stop
+
+SAMPLERS = ("fixed", "variable")
+
+
+@torch.no_grad()
+def pass_at_k(model, tok, items, k: int, gen_length: int, block_length: int, seed: int) -> dict:
+    """k samples per item at temperature 1 (fixed canvas, one token per step); an item passes if
+    any sample is exact. Also the mean single-sample accuracy (pass@1 at temperature 1)."""
+    g = torch.Generator().manual_seed(seed)
+    passed, single = [], 0
+    for e in items:
+        prompt = encode_example(tok, e)[0]
+        rows = torch.tensor([prompt] * k)
+        canvas = generate(model, rows, gen_length, block_length, gen_length, tok.mask_id,
+                          temperature=1.0, generator=g)  # fmt: skip
+        grades = [
+            exact_match(tok.decode(until_stop(r, tok.stop_ids), True), e.answer)
+            for r in canvas[:, len(prompt) :]
+        ]
+        passed.append(any(grades))
+        single += sum(grades)
+    n = len(items)
+    return {"k": k, "n": n, "pass_at_k": sum(passed) / n,
+            "interval95": list(wilson_interval(sum(passed), n)),
+            "temperature_1_accuracy": single / (n * k)}  # fmt: skip
+
+
+def against(start: dict, run: dict) -> dict:
+    """McNemar's exact test of a run against the start, per sampler, on the same items."""
+    out = {}
+    for sampler in SAMPLERS:
+        a = start[sampler]["all"]["correct_items"]
+        b = run["evaluation"][sampler]["all"]["correct_items"]
+        c = paired_comparison(b, a)  # A = the run, B = the start
+        out[sampler] = {
+            "run": sum(b) / len(b), "start": sum(a) / len(a), "run_only": c.only_a,
+            "start_only": c.only_b, "p_two_sided": c.p_two_sided,
+            "p_start_worse": c.p_b_worse,  # below 0.05: the run beats the start at 5%
+        }  # fmt: skip
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--workdir", type=Path, default=Path("runs/rl_compare"))
+    ap.add_argument("--methods", default="grpo,wd1")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--iters", type=int, default=300)
+    ap.add_argument("--k", type=int, default=8, help="samples per item for pass@k")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="tiny settings: tests the script")
+    ap.add_argument("rl_args", nargs="*", help="more train_rl flags, after --")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    quick = args.quick
+    per_task = ["--train-per-task", "10", "--held-out-per-task", "1"] if quick else []
+    shape = ["--prompts-per-step", "2", "--group-size", "2", "--inner-updates", "2",
+             "--save-every", "2", "--steps", "8"] if quick else []  # fmt: skip
+    iters = 2 if quick else args.iters
+    gen, block = 32, 8
+    record: dict = {"machine": processor_name(), "environment": environment_report(),
+                    "iters": iters, "quick": quick}  # fmt: skip
+
+    def save() -> None:
+        args.out.write_text(json.dumps(record, indent=1) + "\n")
+
+    base = shipped_checkpoint(INSTRUCT_SHAKESPEARE)
+    model = load_hf_checkpoint(base, dtype=torch.float32)
+    tok = LLaDATokenizer.from_folder(base)
+    held_out_per_task = 1 if quick else 100
+    items = make_instruction_data(load_text(), 10 if quick else 10_000, held_out_per_task,
+                                  0).held_out  # fmt: skip
+    t0 = time.perf_counter()
+    record["start"] = {s: train_rl.score_held_out(model, tok, items, s, gen, block)
+                       for s in SAMPLERS}  # fmt: skip
+    record["start"]["pass_at_k"] = pass_at_k(model, tok, items, 2 if quick else args.k, gen,
+                                             block, seed=0)  # fmt: skip
+    record["start"]["seconds"] = time.perf_counter() - t0
+    print(json.dumps(record["start"]["pass_at_k"]), flush=True)
+    save()
+    record["rl"] = {}
+    seconds = []
+    for method in args.methods.split(","):
+        for seed in range(args.seeds if not quick else 1):
+            out = args.workdir / f"{method}_seed{seed}"
+            run = train_rl.main([
+                "--out", str(out), "--method", method, "--seed", str(seed), "--iters", str(iters),
+                "--threads", str(args.threads), *per_task, *shape, *args.rl_args,
+            ])  # fmt: skip
+            seconds.append(run["train_seconds"])
+            record["rl"][f"{method}_seed{seed}"] = {
+                "train_seconds": run["train_seconds"],
+                "reward_first_last": [run["history"]["reward"][0], run["history"]["reward"][-1]],
+                "against_start": against(record["start"], run),
+            }
+            print(json.dumps(record["rl"][f"{method}_seed{seed}"]["against_start"]), flush=True)
+            save()
+    # more SFT at the RL runs' median wall-clock: seconds per iteration from a short probe
+    probe_iters = 2 if quick else 20
+    probe = train_sft.main(["--recipe", "llada", "--base", str(base), "--out",
+                            str(args.workdir / "sft_probe"), "--iters", str(probe_iters),
+                            "--eval-interval", "0", "--threads", str(args.threads),
+                            "--no-final-eval", *per_task])  # fmt: skip
+    per_iter = probe["train_seconds"] / probe_iters
+    sft_iters = max(1, round(statistics.median(seconds) / per_iter))
+    sft = train_sft.main(["--recipe", "llada", "--base", str(base), "--out",
+                          str(args.workdir / "sft_more"), "--iters", str(sft_iters),
+                          "--lr", "3e-5", "--min-lr", "3e-5", "--warmup", "0",
+                          "--eval-interval", "0", "--threads", str(args.threads),
+                          *per_task])  # fmt: skip
+    sft_model = load_hf_checkpoint(args.workdir / "sft_more", dtype=torch.float32)
+    sft_run = {"evaluation": {s: train_rl.score_held_out(sft_model, tok, items, s, gen, block)
+                              for s in SAMPLERS}}  # fmt: skip
+    record["more_sft"] = {"iters": sft_iters, "seconds_per_iter": per_iter,
+                          "train_seconds": sft["train_seconds"],
+                          "against_start": against(record["start"], sft_run),
+                          "evaluation": sft_run["evaluation"]}  # fmt: skip
+    save()
+    print(json.dumps({k: v for k, v in record.items() if k != "environment"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
