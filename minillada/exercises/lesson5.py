@@ -74,52 +74,104 @@ def check_parameter_count(fn: Callable) -> CheckResult:
     )
 
 
-def _block_keys(config: LLaDAConfig, n: int) -> dict[str, tuple[int, ...]]:
-    model = LLaDAModel(config, device="meta")
-    prefix = f"model.transformer.blocks.{n}."
-    return {k: tuple(v.shape) for k, v in model.state_dict().items() if k.startswith(prefix)}
+# --- Exercise 5.2: the architecture, read off the names and shapes -------------------------------
+
+CONFIG_FIELDS = (
+    "d_model", "n_heads", "n_layers", "hidden_size", "vocab_rows", "kv_heads", "weight_tying",
+)  # fmt: skip
 
 
-def _compare_key_shapes(expected: dict[str, tuple[int, ...]], got: Any) -> None:
-    if not isinstance(got, dict):
+def checkpoint_shapes(config: LLaDAConfig, seed: int) -> dict[str, tuple[int, ...]]:
+    """{key: shape} of every tensor of LLaDAModel(config) in LLaDA's layout, in a shuffled order
+    (a loader must not rely on the order of a file's header)."""
+    state = LLaDAModel(config, device="meta").state_dict()
+    order = torch.randperm(len(state), generator=seeded(seed)).tolist()
+    keys = list(state)
+    return {keys[i]: tuple(state[keys[i]].shape) for i in order}
+
+
+def _config_fields(config: LLaDAConfig) -> dict[str, Any]:
+    return {
+        "d_model": config.d_model,
+        "n_heads": config.n_heads,
+        "n_layers": config.n_layers,
+        "hidden_size": config.hidden_size,
+        "vocab_rows": config.vocab_rows,
+        "kv_heads": config.kv_heads,
+        "weight_tying": config.weight_tying,
+    }
+
+
+_FIELD_HINTS = {
+    "n_layers": "Count the distinct block numbers (blocks 0 .. n-1; as strings, '10' sorts "
+    "before '2').",
+    "hidden_size": "The MLP width is the number of rows of a block's ff_proj (the top-level ff_out "
+    "is the output head, V x D).",
+    "kv_heads": "k_proj has n_kv_heads * head_dim output rows (nn.Linear stores (out, in)); with "
+    "grouped-query attention that is fewer than q_proj's.",
+    "weight_tying": "A tied model computes its logits with the embedding itself and stores no "
+    "model.transformer.ff_out.weight.",
+    "vocab_rows": "The embedding wte has one row per id: (V, D).",
+    "d_model": "Every norm's scale has d_model entries; ln_f is one of them.",
+    "n_heads": "The query heads are d_model // head_dim.",
+}
+
+
+def _compare_config_fields(expected: dict[str, Any], got: Any) -> None:
+    if not isinstance(got, dict) or sorted(got) != sorted(expected):
         raise ExerciseFailed(
-            f"expected a dict key -> shape, got {type(got).__name__}: {short_repr(got)}"
+            f"expected a dict with the keys {list(expected)}, got {short_repr(got)}"
         )
-    missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
-    if missing or extra:
-        raise ExerciseFailed(
-            f"keys differ: missing {missing[:3]}{' ...' if len(missing) > 3 else ''}, "
-            f"unexpected {extra[:3]}{' ...' if len(extra) > 3 else ''}"
+    for name, value in expected.items():
+        found = got[name]
+        same = (
+            bool(found) == value and isinstance(found, (bool, int))
+            if isinstance(value, bool)
+            else isinstance(found, int) and not isinstance(found, bool) and found == value
         )
-    for key, shape in expected.items():
-        try:
-            found = tuple(int(s) for s in got[key])
-        except TypeError:
-            raise ExerciseFailed(
-                f"{key}: expected a shape like {shape}, got {got[key]!r}"
-            ) from None
-        if found != shape:
-            raise ExerciseFailed(f"{key}: expected shape {shape}, got {found}")
+        if not same:
+            raise ExerciseFailed(f"{name}: expected {value!r}, got {found!r}. {_FIELD_HINTS[name]}")
 
 
-def check_block_keys(fn: Callable) -> CheckResult:
-    """Exercise 5.2: fn(config, n) -> {released key: shape} of the 9 tensors of block n."""
-    cases = [
-        Case("block 0 of LLaDA-8B", (preset("llada_8b"), 0)),
-        Case("block 31 (the last) of LLaDA-8B", (preset("llada_8b"), 31)),
-        Case("block 1 of the 'tiny' preset", (preset("tiny"), 1)),
-        Case(
-            "grouped-query attention: k_proj and v_proj shrink to n_kv_heads * head_dim rows",
-            (preset("llada_8b", n_kv_heads=8), 7),
+def check_config_from_shapes(fn: Callable) -> CheckResult:
+    """Exercise 5.2: fn(shapes, head_dim) -> the architecture (d_model, n_heads, n_layers,
+    hidden_size, vocab_rows, kv_heads, weight_tying) of the checkpoint whose tensors have
+    ``shapes`` ({LLaDA-layout key: shape}, in no particular order)."""
+    configs = [
+        ("LLaDA-8B's 291 tensors", preset("llada_8b")),
+        ("the 'tiny' preset", preset("tiny")),
+        (
+            "grouped-query attention: LLaDA-8B with 8 key/value heads for 32 query heads",
+            preset("llada_8b", n_kv_heads=8),
+        ),
+        (
+            "iLLaDA-8B: a tied head, so no model.transformer.ff_out.weight at all",
+            preset("illada_8b"),
+        ),
+        ("12 blocks: a block number has two digits", preset("tiny", n_layers=12)),
+        (
+            "a block's ff_out is the MLP's down projection (D x F), the top-level one the head",
+            preset("tiny", mlp_hidden_size=96, n_kv_heads=1),
         ),
     ]
+    cases = [
+        Case(f"{what} (head_dim {config.head_dim})", (config, seed))
+        for seed, (what, config) in enumerate(configs)
+    ]
+
+    def from_shapes(config, seed):  # the learner sees the shapes only
+        return fn(checkpoint_shapes(config, seed), config.head_dim)
+
+    def reference(config, seed):  # the config the shapes were built from
+        return _config_fields(config)
+
     return check(
         "Exercise 5.2",
-        fn,
-        _block_keys,
+        from_shapes,
+        reference,
         cases,
-        "the state dict of LLaDAModel(config, device='meta')",
-        compare=_compare_key_shapes,
+        "the config the checkpoint was built from",
+        compare=_compare_config_fields,
     )
 
 
@@ -366,9 +418,10 @@ def _kv_bytes_hint(expected: int, got: int, n_layers: int) -> str:
 
 def check_kv_heads_experiment(fn: Callable) -> CheckResult:
     """Exercise 5.5: fn(kv_heads) -> {h: (parameters, bytes of keys and values per token in bf16)}
-    of LLaDA-8B with n_kv_heads=h, measured on the meta device; then what the numbers show. The
-    library's count_parameters and kv_bytes_per_token are refused while fn runs: they would answer
-    the question without measuring."""
+    of LLaDA-8B with n_kv_heads=h, measured on the meta device; prints the measurement (what it
+    shows is the lesson's discussion, not the checker's). The library's count_parameters and
+    kv_bytes_per_token are refused while fn runs: they would answer the question without
+    measuring."""
     with forbidden(count_parameters, kv_bytes_per_token):
         got = run_experiment("Exercise 5.5", fn, list(KV_HEADS))
     if got is None:
@@ -396,82 +449,20 @@ def check_kv_heads_experiment(fn: Callable) -> CheckResult:
                 f"Exercise 5.5: n_kv_heads={h}: expected {expected_kv:,} bytes of keys and values "
                 f"per token, got {kv[h]:,}. {_kv_bytes_hint(expected_kv, kv[h], n_layers)}"
             )
-    most, least = KV_HEADS[0], KV_HEADS[-1]
-    pairs = list(zip(KV_HEADS[:-1], KV_HEADS[1:], strict=True))
-    steps = {(params[a] - params[b]) // (a - b) for a, b in pairs}
-    linear = len(steps) == 1 and all((params[a] - params[b]) % (a - b) == 0 for a, b in pairs)
     print(
         f"Exercise 5.5 passed: {len(KV_HEADS)} settings of n_kv_heads agree with count_parameters "
         "and kv_bytes_per_token."
     )
-    if linear:
-        step = steps.pop()
+    most = KV_HEADS[0]
+    print(
+        f"  {'n_kv_heads':>10}{'parameters':>16}{'of ' + str(most) + ' heads':>13}"
+        f"{'fewer per head removed':>24}{'keys + values per token':>25}"
+    )
+    for previous, h in zip((None, *KV_HEADS[:-1]), KV_HEADS, strict=True):
+        fewer = None if previous is None else (params[previous] - params[h]) // (previous - h)
+        per_head = "" if fewer is None else f"{fewer:,}"
         print(
-            f"  parameters fall linearly, {step:,} per key/value head (its rows of k_proj and "
-            f"v_proj in all {n_layers} blocks): {params[most]:,} with {most} heads, "
-            f"{params[least]:,} with {least}, {1 - params[least] / params[most]:.1%} fewer;"
+            f"  {h:>10}{params[h]:>16,}{params[h] / params[most]:>13.1%}{per_head:>24}"
+            f"{kv[h]:>16,} bytes{kv[h] / kv[most]:>7.1%}"
         )
-    else:
-        print(f"  parameters from {params[most]:,} ({most} heads) to {params[least]:,} ({least});")
-    proportional = all(kv[h] * most == kv[most] * h for h in KV_HEADS)
-    how = "in proportion to the heads" if proportional else "with the heads"
-    print(
-        f"  keys and values per token fall {how}: {kv[most] // 1024} KiB with {most} heads, "
-        f"{kv[least] // 1024} KiB with {least}, {kv[most] // kv[least]}x less;"
-    )
-    print(
-        f"  LLaDA-8B with iLLaDA's 8 heads: {1 - params[8] / params[most]:.1%} fewer parameters, "
-        f"{kv[most] // kv[8]}x fewer bytes of keys and values per token: a modest saving in "
-        "weights, a large one in any cache of keys and values."
-    )
     return CheckResult(True)
-
-
-# --- Exercise 5.6: iLLaDA's names ----------------------------------------------------------------
-
-
-def _illada_key(llada_key: str) -> str:
-    return DIALECTS["illada"].to_released_key(llada_key)
-
-
-def check_illada_key(fn: Callable) -> CheckResult:
-    """Exercise 5.6: fn(LLaDA key) -> the name of the same tensor in an iLLaDA snapshot."""
-    keys = [
-        "model.transformer.wte.weight",
-        "model.transformer.blocks.0.attn_norm.weight",
-        "model.transformer.blocks.3.q_proj.weight",
-        "model.transformer.blocks.3.k_proj.weight",
-        "model.transformer.blocks.11.attn_out.weight",
-        "model.transformer.blocks.31.ff_norm.weight",
-        "model.transformer.blocks.7.ff_proj.weight",
-        "model.transformer.blocks.7.up_proj.weight",
-        "model.transformer.blocks.7.ff_out.weight",
-        "model.transformer.ln_f.weight",
-        "model.transformer.ff_out.weight",
-    ]
-    what = {
-        "wte": "the embedding",
-        "attn_norm": "the norm before attention",
-        "attn_out": "the attention output projection",
-        "ff_norm": "the norm before the MLP",
-        "ff_proj": "the MLP gate (SiLU applied)",
-        "up_proj": "the MLP's linear branch",
-        "ln_f": "the final norm",
-    }
-    cases = []
-    for key in keys:
-        part = key.split(".")[-2]
-        if key == "model.transformer.ff_out.weight":
-            label = "the output head (stored, if at all, as a copy of the tied embedding)"
-        elif key.endswith("blocks.7.ff_out.weight"):
-            label = "the MLP down projection: a block's ff_out, not the head"
-        else:
-            label = what.get(part, part)
-        cases.append(Case(f"{key} ({label})", (key,)))
-    return check(
-        "Exercise 5.6",
-        fn,
-        _illada_key,
-        cases,
-        "minillada.checkpoints.dialects.DIALECTS['illada'].to_released_key",
-    )

@@ -1,9 +1,11 @@
 """Lesson 4's checkers: the solutions pass, stubs are 'not attempted', common mistakes fail."""
 
 import math
+import re
 
 import pytest
 import torch
+import torch.nn.functional as F
 from checker_cases import assert_fails, ids, solution_and_stub_tests
 
 from minillada.data.bpe import train_bpe_fast
@@ -33,14 +35,30 @@ def rms_norm(x, weight, eps):
 # chars_per_token (4.2) reads the notebook's train_text and val_text: measure_with below
 
 
+def attention(x, wq, wk, wv, wo, n_heads, n_kv_heads, cos, sin):
+    B, L, D = x.shape
+    Dh = D // n_heads
+    q = (x @ wq.T).view(B, L, n_heads, Dh).transpose(1, 2)  # (B, H, L, Dh)
+    k = (x @ wk.T).view(B, L, n_kv_heads, Dh).transpose(1, 2)  # (B, Hkv, L, Dh)
+    v = (x @ wv.T).view(B, L, n_kv_heads, Dh).transpose(1, 2)
+
+    def rope(t):
+        return t * cos + torch.cat([-t[..., Dh // 2 :], t[..., : Dh // 2]], dim=-1) * sin
+
+    q, k = rope(q), rope(k)
+    group = n_heads // n_kv_heads  # query head h reads key/value head h // group
+    k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    weights = (q @ k.transpose(-2, -1) / math.sqrt(Dh)).softmax(dim=-1)  # (B, H, L, L): no mask
+    return (weights @ v).transpose(1, 2).reshape(B, L, D) @ wo.T
+
+
+def swiglu(h, block):
+    return (F.silu(h @ block.ff_proj.T) * (h @ block.up_proj.T)) @ block.ff_out.T
+
+
 def llada_block(x, block, rotary, cos, sin):
     x = x + block.attn(block.attn_norm(x), rotary, cos, sin)
-    x = x + block.mlp(block.ff_norm(x))
-    return x
-
-
-def bits_per_char(nats_per_token, num_tokens, num_chars):
-    return nats_per_token * num_tokens / num_chars / math.log(2)
+    return x + swiglu(block.ff_norm(x), block)
 
 
 # --- the stubs, as in notebooks/04_subwords_and_llada_blocks.ipynb --------------------------------
@@ -58,19 +76,19 @@ def rms_norm_stub(x, weight, eps):
     raise NotImplementedError("Exercise 4.3: write RMSNorm")
 
 
+def attention_stub(x, wq, wk, wv, wo, n_heads, n_kv_heads, cos, sin):
+    raise NotImplementedError("Exercise 4.4: write attention with grouped-query heads")
+
+
 def llada_block_stub(x, block, rotary, cos, sin):
-    raise NotImplementedError("Exercise 4.4: write one LLaDA block's forward pass")
-
-
-def bits_per_char_stub(nats_per_token, num_tokens, num_chars):
-    raise NotImplementedError("Exercise 4.5: convert the bound to bits per character")
+    raise NotImplementedError("Exercise 4.5: write the block, with its SwiGLU MLP")
 
 
 EXERCISES = [  # 4.2, an experiment, has tests of its own below
     ("4.1", lesson4.check_merge_pair, merge_pair, merge_pair_stub),
     ("4.3", lesson4.check_rms_norm, rms_norm, rms_norm_stub),
-    ("4.4", lesson4.check_llada_block, llada_block, llada_block_stub),
-    ("4.5", lesson4.check_bits_per_char, bits_per_char, bits_per_char_stub),
+    ("4.4", lesson4.check_gqa_attention, attention, attention_stub),
+    ("4.5", lesson4.check_llada_block, llada_block, llada_block_stub),
 ]
 test_solution_passes, test_stub_is_not_attempted = solution_and_stub_tests(EXERCISES)
 
@@ -181,12 +199,17 @@ def measure_with(train_on, val):
     return measure
 
 
-def test_the_experiment_passes_with_the_measurement_and_judges_it(capsys, shakespeare_split):
+def test_the_experiment_passes_with_the_measurement_and_announces_no_verdict(
+    capsys, shakespeare_split
+):
     train_text, val_text = shakespeare_split
     assert lesson4.check_chars_per_token(measure_with(train_text, val_text), train_text, val_text)
     out = capsys.readouterr().out
     assert out.startswith("Exercise 4.2 passed: characters per validation token ")
-    assert "Each doubling of the vocabulary adds" in out and "0.13M at 512 ids" in out
+    assert "change per doubling of the vocabulary: +" in out and "(512 -> 1,024)" in out
+    # the measurement only: what it means is the lesson's discussion cell
+    for verdict in ("log V", "about the same", "less each time", "double", "parameters"):
+        assert verdict not in out
 
 
 def test_the_experiment_stub_is_not_attempted(capsys, shakespeare_split):
@@ -286,103 +309,214 @@ def test_rms_norm_mistake_fails(mistake, match):
     assert_fails(lesson4.check_rms_norm, mistake, "4.3", match)
 
 
-# --- Exercise 4.4: llada_block -------------------------------------------------------------------
+# --- Exercise 4.4: attention with grouped-query heads --------------------------------------------
 
 
-def post_norm(x, block, rotary, cos, sin):  # the 2017 Transformer: add, then normalise
-    x = block.attn_norm(x + block.attn(x, rotary, cos, sin))
-    return block.ff_norm(x + block.mlp(x))
+def attention_with(
+    *, tile=False, causal=False, rope_q=True, rope_k=True, scale=None, adjacent=False,
+    split_wrong=False, merge_wrong=False, softmax_dim=-1, project=True,
+):  # fmt: skip
+    """The solution above with one mistake switched on, written as a learner would."""
+
+    def attn(x, wq, wk, wv, wo, n_heads, n_kv_heads, cos, sin):
+        B, L, D = x.shape
+        Dh = D // n_heads
+
+        def heads(t, n):
+            if split_wrong:
+                return t.view(B, n, L, Dh)
+            return t.view(B, L, n, Dh).transpose(1, 2)
+
+        def rope(t):
+            if adjacent:  # pairs (2j, 2j+1)
+                a, b = t[..., 0::2], t[..., 1::2]
+                c, s = cos[..., : Dh // 2], sin[..., : Dh // 2]
+                return torch.stack([a * c - b * s, a * s + b * c], dim=-1).flatten(-2)
+            return t * cos + torch.cat([-t[..., Dh // 2 :], t[..., : Dh // 2]], dim=-1) * sin
+
+        q, k, v = heads(x @ wq.T, n_heads), heads(x @ wk.T, n_kv_heads), heads(x @ wv.T, n_kv_heads)
+        q = rope(q) if rope_q else q
+        k = rope(k) if rope_k else k
+        group = n_heads // n_kv_heads
+        if tile:
+            k, v = k.repeat(1, group, 1, 1), v.repeat(1, group, 1, 1)
+        else:
+            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(Dh if scale is None else scale(D))
+        if causal:
+            scores = scores + torch.full((L, L), float("-inf"), dtype=x.dtype).triu(1)
+        out = scores.softmax(dim=softmax_dim) @ v
+        out = out.reshape(B, L, D) if merge_wrong else out.transpose(1, 2).reshape(B, L, D)
+        return out @ wo.T if project else out
+
+    return attn
 
 
-def forgets_the_attention_residual(x, block, rotary, cos, sin):
-    x = block.attn(block.attn_norm(x), rotary, cos, sin)
-    return x + block.mlp(block.ff_norm(x))
+def through_sdpa_with_enable_gqa(x, wq, wk, wv, wo, n_heads, n_kv_heads, cos, sin):  # right too
+    B, L, D = x.shape
+    Dh = D // n_heads
+    q = (x @ wq.T).view(B, L, n_heads, Dh).transpose(1, 2)
+    k = (x @ wk.T).view(B, L, n_kv_heads, Dh).transpose(1, 2)
+    v = (x @ wv.T).view(B, L, n_kv_heads, Dh).transpose(1, 2)
+
+    def rope(t):
+        return t * cos + torch.cat([-t[..., Dh // 2 :], t[..., : Dh // 2]], dim=-1) * sin
+
+    out = F.scaled_dot_product_attention(rope(q), rope(k), v, enable_gqa=True)
+    return out.transpose(1, 2).reshape(B, L, D) @ wo.T
 
 
-def forgets_the_mlp_residual(x, block, rotary, cos, sin):
-    x = x + block.attn(block.attn_norm(x), rotary, cos, sin)
-    return block.mlp(block.ff_norm(x))
+def test_another_right_attention_passes(capsys):
+    assert lesson4.check_gqa_attention(through_sdpa_with_enable_gqa)
+    assert "Exercise 4.4 passed: 5 cases" in capsys.readouterr().out
 
 
-def one_norm_for_both(x, block, rotary, cos, sin):  # attn_norm twice: ff_norm's gain unused
-    x = x + block.attn(block.attn_norm(x), rotary, cos, sin)
-    return x + block.mlp(block.attn_norm(x))
+MULTI_HEAD = r"case 1/5 \(multi-head: 4 query, 4 key/value heads, batch 2 of 8\)"
+GROUPED = r"case 2/5 \(grouped-query: 4 query heads share 2 key/value heads\)"
+ATTENTION_MISTAKES = [
+    ("tile", dict(tile=True), GROUPED, "key/value heads repeated in the wrong order"),
+    ("causal", dict(causal=True), MULTI_HEAD, "a causal mask"),
+    ("no_rope_on_keys", dict(rope_k=False), MULTI_HEAD, "RoPE not applied to the keys"),
+    ("no_rope_on_queries", dict(rope_q=False), MULTI_HEAD, "RoPE not applied to the queries"),
+    ("no_rope", dict(rope_q=False, rope_k=False), MULTI_HEAD, "no RoPE at all"),
+    ("adjacent_pairs", dict(adjacent=True), MULTI_HEAD, "RoPE on adjacent pairs"),
+    ("no_scale", dict(scale=lambda D: 1), MULTI_HEAD, "scores not scaled"),
+    ("scale_by_d_model", dict(scale=lambda D: D), MULTI_HEAD, "1 / sqrt\\(d_model\\)"),
+    ("split_wrong", dict(split_wrong=True), MULTI_HEAD, "heads split by viewing"),
+    ("merge_wrong", dict(merge_wrong=True), MULTI_HEAD, "heads merged without moving"),
+    ("softmax_over_queries", dict(softmax_dim=-2), MULTI_HEAD, "softmax over the queries"),
+    ("no_output_projection", dict(project=False), MULTI_HEAD, "no output projection"),
+    ("causal_and_unscaled", dict(causal=True, scale=lambda D: 1), MULTI_HEAD,
+     "none of the common mistakes"),
+]
 
 
-def normalises_the_stream(x, block, rotary, cos, sin):  # x = norm(x): the skip carries norm(x)
-    x = block.attn_norm(x)
-    x = x + block.attn(x, rotary, cos, sin)
-    x = block.ff_norm(x)
-    return x + block.mlp(x)
+@pytest.mark.parametrize(
+    "flags, case, named",
+    [m[1:] for m in ATTENTION_MISTAKES],
+    ids=[m[0] for m in ATTENTION_MISTAKES],
+)
+def test_attention_mistake_fails_and_is_named(flags, case, named):
+    message = assert_fails(
+        lesson4.check_gqa_attention, attention_with(**flags), "4.4", case + r":\n.*values differ"
+    )
+    assert re.search(named, message), message
 
 
-def parallel_block(x, block, rotary, cos, sin):  # GPT-J / PaLM: both halves read the same x
-    return x + block.attn(block.attn_norm(x), rotary, cos, sin) + block.mlp(block.ff_norm(x))
+def test_attention_tile_passes_plain_multi_head():
+    """Tiling and repeat_interleave agree when every query head has its own key/value head: the
+    checker needs its grouped cases to tell them apart."""
+    case = lesson4._attention_case("multi-head", 0, 2, 8, 4, 4)
+    torch.testing.assert_close(attention_with(tile=True)(*case.args), attention(*case.args))
 
 
-def mlp_reads_the_branch(x, block, rotary, cos, sin):  # the MLP gets the attention output only
-    a = block.attn(block.attn_norm(x), rotary, cos, sin)
-    return x + a + block.mlp(block.ff_norm(a))
+def test_the_library_attention_is_the_hand_written_one():
+    for H, Hkv in ((4, 4), (4, 2), (8, 2), (4, 1)):
+        args = lesson4._attention_case("", 5, 2, 7, H, Hkv).args
+        variants = lesson4._attention_variants(*args)
+        torch.testing.assert_close(variants["right"], lesson4._attention_variant(*args))
 
 
-def halves_the_mlp(x, block, rotary, cos, sin):  # no mistake the checker knows by name
-    x = x + block.attn(block.attn_norm(x), rotary, cos, sin)
-    return x + 0.5 * block.mlp(block.ff_norm(x))
+# --- Exercise 4.5: the block, with its SwiGLU MLP -----------------------------------------------
+
+
+def block_with(mlp=swiglu, shape="right"):
+    """A block with a wrong MLP (``mlp``) or a wrong composition (``shape``)."""
+
+    def block_fn(x, block, rotary, cos, sin):
+        def a(h):
+            return block.attn(h, rotary, cos, sin)
+
+        def m(h):
+            return mlp(h, block)
+
+        n1, n2 = block.attn_norm, block.ff_norm
+        if shape == "post_norm":  # the 2017 Transformer: add, then normalise
+            x = n1(x + a(x))
+            return n2(x + m(x))
+        if shape == "no_attention_residual":
+            x = a(n1(x))
+            return x + m(n2(x))
+        if shape == "no_mlp_residual":
+            return m(n2(x + a(n1(x))))
+        if shape == "one_norm_for_both":  # attn_norm twice: ff_norm's gain unused
+            x = x + a(n1(x))
+            return x + m(n1(x))
+        if shape == "normalises_the_stream":  # x = norm(x): the skip carries norm(x)
+            x = n1(x)
+            x = n2(x + a(x))
+            return x + m(x)
+        if shape == "parallel":  # GPT-J / PaLM: both halves read the same x
+            return x + a(n1(x)) + m(n2(x))
+        if shape == "mlp_reads_the_branch":  # the MLP gets the attention output only
+            branch = a(n1(x))
+            return x + branch + m(n2(branch))
+        if shape == "halves_the_mlp":  # no mistake the checker knows by name
+            x = x + a(n1(x))
+            return x + 0.5 * m(n2(x))
+        x = x + a(n1(x))
+        return x + m(n2(x))
+
+    return block_fn
+
+
+def silu_on_up(h, b):  # gate and up swapped
+    return (F.silu(h @ b.up_proj.T) * (h @ b.ff_proj.T)) @ b.ff_out.T
+
+
+def silu_on_product(h, b):
+    return F.silu((h @ b.ff_proj.T) * (h @ b.up_proj.T)) @ b.ff_out.T
+
+
+def silu_on_both(h, b):
+    return (F.silu(h @ b.ff_proj.T) * F.silu(h @ b.up_proj.T)) @ b.ff_out.T
+
+
+def no_silu(h, b):
+    return ((h @ b.ff_proj.T) * (h @ b.up_proj.T)) @ b.ff_out.T
+
+
+def gelu_gate(h, b):
+    return (F.gelu(h @ b.ff_proj.T) * (h @ b.up_proj.T)) @ b.ff_out.T
+
+
+def no_up_branch(h, b):
+    return F.silu(h @ b.ff_proj.T) @ b.ff_out.T
 
 
 FIRST_CASE = r"case 1/4 \(tiny preset, 4 heads, batch 2 of 8 positions\):\n.*values differ"
 BLOCK_MISTAKES = [
-    (post_norm, "a post-norm block"),
-    (forgets_the_attention_residual, "no residual around attention"),
-    (forgets_the_mlp_residual, "no residual around the MLP"),
-    (one_norm_for_both, "attn_norm used before the MLP too"),
-    (normalises_the_stream, "the residual stream itself normalised"),
-    (parallel_block, "a parallel block"),
-    (mlp_reads_the_branch, "the MLP reads the attention output"),
-    (halves_the_mlp, "Follow the figure from the bottom up"),
-]
-
-
-@pytest.mark.parametrize("mistake, named", BLOCK_MISTAKES, ids=ids(BLOCK_MISTAKES))
-def test_llada_block_mistake_fails_and_is_named(mistake, named):
-    message = assert_fails(lesson4.check_llada_block, mistake, "4.4", FIRST_CASE)
-    assert named in message
-    assert "each half reads a normalised copy of the stream" in message
-
-
-# --- Exercise 4.5: bits_per_char -----------------------------------------------------------------
-
-
-def multiplies_by_ln2(nats_per_token, num_tokens, num_chars):  # * ln 2 instead of / ln 2
-    return nats_per_token * num_tokens / num_chars * math.log(2)
-
-
-def inverted_ratio(nats_per_token, num_tokens, num_chars):  # chars / tokens instead of tokens/chars
-    return nats_per_token * num_chars / num_tokens / math.log(2)
-
-
-def log10_not_ln2(nats_per_token, num_tokens, num_chars):  # digits, not bits
-    return nats_per_token * num_tokens / num_chars / math.log(10)
-
-
-def forgets_tokens_per_char(nats_per_token, num_tokens, num_chars):  # bits per token
-    return nats_per_token / math.log(2)
-
-
-def integer_division(nats_per_token, num_tokens, num_chars):  # tokens // chars is 0 for subwords
-    return nats_per_token * (num_tokens // num_chars) / math.log(2)
-
-
-BPC_MISTAKES = [
-    (multiplies_by_ln2, r"case 1/3 \(ln 2 nats per token, one char per token = 1 bit/char\).*\n"
-     r".*expected 1\.0, got"),
-    (inverted_ratio, r"case 2/3 \(3 nats/token, 2\.5 chars/token\).*\n.*expected 1\.73"),
-    (log10_not_ln2, r"case 1/3 \(ln 2 nats per token.*\).*\n.*expected 1\.0, got"),
-    (forgets_tokens_per_char, r"case 2/3 \(3 nats/token, 2\.5 chars/token\).*\n.*expected 1\.73"),
-    (integer_division, r"case 2/3 \(3 nats/token, 2\.5 chars/token\).*\n.*expected 1\.73"),
+    ("post_norm", block_with(shape="post_norm"), "a post-norm block"),
+    ("no_attention_residual", block_with(shape="no_attention_residual"),
+     "no residual around attention"),
+    ("no_mlp_residual", block_with(shape="no_mlp_residual"), "no residual around the MLP"),
+    ("one_norm_for_both", block_with(shape="one_norm_for_both"),
+     "attn_norm used before the MLP too"),
+    ("normalises_the_stream", block_with(shape="normalises_the_stream"),
+     "the residual stream itself normalised"),
+    ("parallel", block_with(shape="parallel"), "a parallel block"),
+    ("mlp_reads_the_branch", block_with(shape="mlp_reads_the_branch"),
+     "the MLP reads the attention output"),
+    ("gate_and_up_swapped", block_with(silu_on_up), "SiLU on up_proj's branch, not on the gate"),
+    ("silu_on_product", block_with(silu_on_product), "SiLU applied to the product"),
+    ("silu_on_both", block_with(silu_on_both), "SiLU on both branches"),
+    ("no_silu", block_with(no_silu), "no SiLU"),
+    ("gelu", block_with(gelu_gate), "GELU instead of SiLU"),
+    ("no_up_branch", block_with(no_up_branch), "the linear branch up_proj left out"),
+    ("halves_the_mlp", block_with(shape="halves_the_mlp"), "Follow the figure from the bottom up"),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("mistake, match", BPC_MISTAKES, ids=ids(BPC_MISTAKES))
-def test_bits_per_char_mistake_fails(mistake, match):
-    assert_fails(lesson4.check_bits_per_char, mistake, "4.5", match)
+@pytest.mark.parametrize(
+    "mistake, named", [m[1:] for m in BLOCK_MISTAKES], ids=[m[0] for m in BLOCK_MISTAKES]
+)
+def test_llada_block_mistake_fails_and_is_named(mistake, named):
+    message = assert_fails(lesson4.check_llada_block, mistake, "4.5", FIRST_CASE)
+    assert named in message, message
+
+
+def test_the_block_gets_weights_not_the_mlp_module():
+    case = lesson4._block_case("", 0, 1, 4)
+    parts = lesson4.block_parts(case.args[1])
+    assert not hasattr(parts, "mlp") and not hasattr(parts, "forward")
+    assert parts.ff_proj.shape == (192, 64) and parts.ff_out.shape == (64, 192)

@@ -24,14 +24,18 @@ def llada_parameters(config):
     return heads * V * D + config.n_layers * per_block + D  # embedding (+ head) + blocks + ln_f
 
 
-def block_keys(config, n):
-    D, F_, Dkv = config.d_model, config.hidden_size, config.kv_heads * config.head_dim
-    shapes = {
-        "attn_norm": (D,), "q_proj": (D, D), "k_proj": (Dkv, D), "v_proj": (Dkv, D),
-        "attn_out": (D, D), "ff_norm": (D,), "ff_proj": (F_, D), "up_proj": (F_, D),
-        "ff_out": (D, F_),
-    }  # fmt: skip
-    return {f"model.transformer.blocks.{n}.{name}.weight": shape for name, shape in shapes.items()}
+def config_from_shapes(shapes, head_dim):
+    D = shapes["model.transformer.ln_f.weight"][0]
+    blocks = {int(k.split(".")[3]) for k in shapes if k.startswith("model.transformer.blocks.")}
+    return {
+        "d_model": D,
+        "n_heads": D // head_dim,
+        "n_layers": len(blocks),
+        "hidden_size": shapes["model.transformer.blocks.0.ff_proj.weight"][0],
+        "vocab_rows": shapes["model.transformer.wte.weight"][0],
+        "kv_heads": shapes["model.transformer.blocks.0.k_proj.weight"][0] // head_dim,
+        "weight_tying": "model.transformer.ff_out.weight" not in shapes,
+    }
 
 
 SAFETENSORS_DTYPES = {
@@ -91,24 +95,6 @@ def measure_kv_heads(kv_heads):
     return results
 
 
-def illada_key(llada_key):
-    top = {
-        "model.transformer.wte.weight": "model.embed_tokens.weight",
-        "model.transformer.ln_f.weight": "model.norm.weight",
-        "model.transformer.ff_out.weight": "lm_head.weight",
-    }
-    if llada_key in top:
-        return top[llada_key]
-    n, part = llada_key.split(".")[3], llada_key.split(".")[4]
-    block = {
-        "attn_norm": "input_layernorm", "q_proj": "self_attn.q_proj",
-        "k_proj": "self_attn.k_proj", "v_proj": "self_attn.v_proj", "attn_out": "self_attn.o_proj",
-        "ff_norm": "post_attention_layernorm", "ff_proj": "mlp.gate_proj",
-        "up_proj": "mlp.up_proj", "ff_out": "mlp.down_proj",
-    }  # fmt: skip
-    return f"model.layers.{n}.{block[part]}.weight"
-
-
 # --- the stubs, as in notebooks/05_the_8b_architecture.ipynb -------------------------------------
 
 
@@ -116,8 +102,8 @@ def llada_parameters_stub(config):
     raise NotImplementedError("Exercise 5.1: count LLaDAModel(config)'s parameters from the config")
 
 
-def block_keys_stub(config, n):
-    raise NotImplementedError("Exercise 5.2: list block n's released keys with their shapes")
+def config_from_shapes_stub(shapes, head_dim):
+    raise NotImplementedError("Exercise 5.2: read the architecture off the names and shapes")
 
 
 def read_tensor_stub(path, key):
@@ -132,17 +118,13 @@ def measure_kv_heads_stub(kv_heads):
     raise NotImplementedError("Exercise 5.5: measure LLaDA-8B for each number of key/value heads")
 
 
-def illada_key_stub(llada_key):
-    raise NotImplementedError("Exercise 5.6: name a LLaDA tensor as an iLLaDA snapshot does")
-
 
 EXERCISES = [
     ("5.1", lesson5.check_parameter_count, llada_parameters, llada_parameters_stub),
-    ("5.2", lesson5.check_block_keys, block_keys, block_keys_stub),
+    ("5.2", lesson5.check_config_from_shapes, config_from_shapes, config_from_shapes_stub),
     ("5.3", lesson5.check_read_tensor, read_tensor, read_tensor_stub),
     ("5.4", lesson5.check_load_snapshot, load_snapshot, load_snapshot_stub),
     ("5.5", lesson5.check_kv_heads_experiment, measure_kv_heads, measure_kv_heads_stub),
-    ("5.6", lesson5.check_illada_key, illada_key, illada_key_stub),
 ]
 test_solution_passes, test_stub_is_not_attempted = solution_and_stub_tests(EXERCISES)
 
@@ -216,77 +198,57 @@ def test_parameter_count_mistake_fails(mistake, match):
     assert_fails(lesson5.check_parameter_count, mistake, "5.1", match)
 
 
-# --- Exercise 5.2: block_keys --------------------------------------------------------------------
+# --- Exercise 5.2: config_from_shapes ------------------------------------------------------------
 
 
-def renamed(config, n, names):
-    prefix = f"model.transformer.blocks.{n}."
-    out = {}
-    for key, shape in block_keys(config, n).items():
-        name = key[len(prefix) :].split(".")[0]
-        out[f"{prefix}{names.get(name, name)}.weight"] = shape
-    return out
+def with_field(name, value_of):
+    """The solution with one field computed another way."""
+
+    def fn(shapes, head_dim):
+        out = config_from_shapes(shapes, head_dim)
+        out[name] = value_of(shapes, head_dim)
+        return out
+
+    return fn
 
 
-def no_gqa(config, n):  # k/v as wide as q, wrong once n_kv_heads < n_heads
-    out = block_keys(config, n)
-    for p in "kv":
-        out[f"model.transformer.blocks.{n}.{p}_proj.weight"] = (config.d_model,) * 2
-    return out
+def block_numbers(shapes):
+    return [k.split(".")[3] for k in shapes if k.startswith("model.transformer.blocks.")]
 
 
-def transposed_ff_out(config, n):  # (in, out) for one matrix
-    out = block_keys(config, n)
-    key = f"model.transformer.blocks.{n}.ff_out.weight"
-    out[key] = out[key][::-1]
-    return out
-
-
-def in_features_first(config, n):  # (in_features, out_features) everywhere: nn.Linear is (out, in)
-    return {key: shape[::-1] for key, shape in block_keys(config, n).items()}
-
-
-def hugging_face_names(config, n):  # LLaMA's names, not the released checkpoint's
-    return renamed(config, n, {"attn_out": "o_proj", "ff_proj": "gate_proj", "ff_out": "down_proj"})
-
-
-def always_block_0(config, n):  # ignores n
-    return block_keys(config, 0)
-
-
-def no_model_prefix(config, n):  # "transformer.blocks...": the released keys start with "model."
-    return {key.removeprefix("model."): shape for key, shape in block_keys(config, n).items()}
-
-
-def mlp_ratio_width(config, n):  # 4 * d_model instead of the configured hidden size (12288)
-    D = config.d_model
-    out = block_keys(config, n)
-    prefix = f"model.transformer.blocks.{n}."
-    out.update({
-        prefix + "ff_proj.weight": (4 * D, D), prefix + "up_proj.weight": (4 * D, D),
-        prefix + "ff_out.weight": (D, 4 * D),
-    })  # fmt: skip
-    return out
-
-
-BLOCK_KEY_MISTAKES = [
-    (no_gqa, r"case 4/4 \(grouped-query attention: k_proj and v_proj shrink to n_kv_heads \* "
-     r"head_dim rows\).*\n.*k_proj\.weight: expected shape \(1024, 4096\), got \(4096, 4096\)"),
-    (transposed_ff_out, r"case 1/4 \(block 0 of LLaDA-8B\).*\n"
-     r"model\.transformer\.blocks\.0\.ff_out\.weight: expected shape \(4096, 12288\)"),
-    (in_features_first, r"case 1/4 \(block 0 of LLaDA-8B\).*\n.*: expected shape"),
-    (hugging_face_names, r"case 1/4 \(block 0 of LLaDA-8B\).*\n.*keys differ: missing "
-     r"\['model\.transformer\.blocks\.0\.attn_out\.weight'"),
-    (always_block_0, r"case 2/4 \(block 31 \(the last\) of LLaDA-8B\).*\n.*keys differ"),
-    (no_model_prefix, r"case 1/4 \(block 0 of LLaDA-8B\).*\n.*keys differ"),
-    (mlp_ratio_width, r"case 1/4 \(block 0 of LLaDA-8B\).*\n"
-     r".*ff_proj\.weight: expected shape \(12288, 4096\), got \(16384, 4096\)"),
+CONFIG_MISTAKES = [
+    (with_field("kv_heads", lambda s, dh: s["model.transformer.blocks.0.k_proj.weight"][1] // dh),
+     r"case 3/6 \(grouped-query attention.*\n.*kv_heads: expected 8, got 32\. k_proj has"),
+    (with_field("weight_tying", lambda s, dh: False),
+     r"case 4/6 \(iLLaDA-8B.*\n.*weight_tying: expected True, got False\. A tied model"),
+    (with_field("n_layers", lambda s, dh: max(int(n) for n in block_numbers(s))),
+     r"case 1/6 \(LLaDA-8B's 291 tensors.*\n.*n_layers: expected 32, got 31"),
+    (with_field("n_layers", lambda s, dh: int(max(block_numbers(s))) + 1),
+     r"case 1/6 .*\n.*n_layers: expected 32, got 10\. Count the distinct"),
+    (with_field("hidden_size", lambda s, dh: next(
+        v[1] for k, v in s.items() if k.endswith("ff_out.weight"))),
+     r"case \d/6 .*\n.*hidden_size: expected \d+, got \d+\. The MLP width"),
+    (with_field("vocab_rows", lambda s, dh: s["model.transformer.ff_out.weight"][0]),
+     r"your function raised KeyError.*\n  on case 4/6: iLLaDA-8B"),
+    (with_field("d_model", lambda s, dh: str(s["model.transformer.ln_f.weight"][0])),
+     r"case 1/6 .*\n.*d_model: expected 4096, got '4096'"),
+    (lambda shapes, head_dim: list(config_from_shapes(shapes, head_dim).values()),
+     r"case 1/6 .*\n.*expected a dict with the keys"),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("mistake, match", BLOCK_KEY_MISTAKES, ids=ids(BLOCK_KEY_MISTAKES))
-def test_block_keys_mistake_fails(mistake, match):
-    assert_fails(lesson5.check_block_keys, mistake, "5.2", match)
+@pytest.mark.parametrize("mistake, match", CONFIG_MISTAKES, ids=[
+    "kv_heads_from_in_features", "never_tied", "max_block_number", "max_block_number_as_string",
+    "hidden_size_from_the_head", "vocab_from_the_head", "a_string", "a_list",
+])  # fmt: skip
+def test_config_from_shapes_mistake_fails(mistake, match):
+    assert_fails(lesson5.check_config_from_shapes, mistake, "5.2", match)
+
+
+def test_the_shapes_come_in_a_shuffled_order():
+    keys = list(lesson5.checkpoint_shapes(preset("tiny"), 0))
+    assert keys != list(LLaDAModel(preset("tiny"), device="meta").state_dict())
+    assert len(keys) == 2 * 9 + 3
 
 
 # --- Exercise 5.3: read_tensor -------------------------------------------------------------------
@@ -481,13 +443,15 @@ def test_a_loader_that_drops_unknown_tensors_fails():
 # --- Exercise 5.5: measure_kv_heads --------------------------------------------------------------
 
 
-def test_kv_heads_experiment_says_what_it_shows(capsys):
+def test_kv_heads_experiment_prints_the_measurement_and_no_verdict(capsys):
     assert lesson5.check_kv_heads_experiment(measure_kv_heads)
     out = capsys.readouterr().out
-    assert "parameters fall linearly, 33,554,432 per key/value head" in out
-    assert "8,015,581,184 with 32 heads, 6,975,393,792 with 1, 13.0% fewer" in out
-    assert "512 KiB with 32 heads, 16 KiB with 1, 32x less" in out
-    assert "with iLLaDA's 8 heads: 10.0% fewer parameters, 4x fewer bytes" in out
+    assert "          32   8,015,581,184       100.0%" in out
+    assert "           8   7,210,274,816        90.0%              33,554,432" in out
+    assert "131,072 bytes  25.0%" in out
+    assert "           1   6,975,393,792        87.0%" in out and "16,384 bytes   3.1%" in out
+    for verdict in ("modest", "large", "linearly", "in proportion", "fewer parameters"):
+        assert verdict not in out
 
 
 def scaled(index, factor):  # one of the two measurements scaled, as a mistake would
@@ -548,26 +512,3 @@ def test_kv_heads_refuses_the_library_functions():
 @pytest.mark.parametrize("mistake, match", KV_MISTAKES, ids=ids(KV_MISTAKES))
 def test_kv_heads_mistake_fails(mistake, match):
     assert_fails(lesson5.check_kv_heads_experiment, mistake, "5.5", match)
-
-
-# --- Exercise 5.6: illada_key --------------------------------------------------------------------
-
-
-def test_illada_key_mistakes_fail():
-    def both_ff_out_are_down_proj(key):  # the head mapped like a block's ff_out
-        if key == "model.transformer.ff_out.weight":
-            return "model.mlp.down_proj.weight"
-        return illada_key(key)
-
-    assert_fails(
-        lesson5.check_illada_key,
-        both_ff_out_are_down_proj,
-        "5.6",
-        r"case 11/11 \(.*output head.*\n.*expected 'lm_head",
-    )
-
-    def gate_and_up_swapped(key):  # ff_proj is the gate, up_proj the linear branch
-        out = illada_key(key)
-        return out.replace("gate_proj", "@").replace("up_proj", "gate_proj").replace("@", "up_proj")
-
-    assert_fails(lesson5.check_illada_key, gate_and_up_swapped, "5.6", r"case 7/11 \(.*gate")
