@@ -11,16 +11,18 @@ from minillada.sampling.generate import generate
 # --- the solutions, as in notebooks/solutions/06_instruction_tuning.ipynb -----------------------
 
 
-def llada_sft_loss(model, ids, prompt_lengths, t, u, mask_id, eps=1e-3):
+def sft_step(model, optimizer, ids, prompt_lengths, t, u, mask_id, eps=1e-3):
+    optimizer.zero_grad()
     B, L = ids.shape
     p = (1 - eps) * t + eps  # (B,)
-    is_prompt = torch.arange(L)[None, :] < prompt_lengths[:, None]  # (B, L)
-    masked = (u < p[:, None]) & ~is_prompt
-    xt = torch.where(masked, mask_id, ids)
-    logits = model(xt).double()  # (B, L, V)
+    is_answer = torch.arange(L)[None, :] >= prompt_lengths[:, None]  # (B, L), EOS padding included
+    masked = (u < p[:, None]) & is_answer  # the prompt is never masked
+    logits = model(torch.where(masked, mask_id, ids))  # (B, L, V)
     ce = F.cross_entropy(logits.transpose(1, 2), ids, reduction="none")  # (B, L)
-    answer_lengths = (L - prompt_lengths).double()
-    return ((ce * masked / p[:, None]).sum(dim=1) / answer_lengths).mean()
+    loss = ((ce * masked / p[:, None]).sum(dim=1) / is_answer.sum(dim=1)).mean()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
 
 
 def pack_examples(prompts, answers, eos_id, window):
@@ -46,7 +48,7 @@ def stub(*args, **kwargs):
 
 
 EXERCISES = [
-    ("6.1", lesson6.check_llada_sft_loss, llada_sft_loss, stub),
+    ("6.1", lesson6.check_sft_step, sft_step, stub),
     ("6.2", lesson6.check_pack_examples, pack_examples, stub),
     ("6.3", lesson6.check_var_generate, var_generate, stub),
 ]
@@ -56,26 +58,137 @@ test_solution_passes, test_stub_is_not_attempted = solution_and_stub_tests(EXERC
 # --- common mistakes ------------------------------------------------------------------------------
 
 
-def loss_with_the_prompt_masked(model, ids, prompt_lengths, t, u, mask_id, eps=1e-3):
-    return llada_sft_loss(model, ids, torch.zeros_like(prompt_lengths), t, u, mask_id, eps)
-
-
-def loss_over_all_answer_tokens_of_the_batch(model, ids, prompt_lengths, t, u, mask_id, eps=1e-3):
+def _step(
+    model,
+    optimizer,
+    ids,
+    prompt_lengths,
+    t,
+    u,
+    mask_id,
+    eps=1e-3,
+    *,
+    zero=True,
+    mask_prompt=False,
+    weight=True,
+    denominator="answer",
+    train_padding=True,
+    update=True,
+):
+    """The solution with one switch for each typical mistake."""
+    if zero:
+        optimizer.zero_grad()
     B, L = ids.shape
     p = (1 - eps) * t + eps
-    is_prompt = torch.arange(L)[None, :] < prompt_lengths[:, None]
-    masked = (u < p[:, None]) & ~is_prompt
-    logits = model(torch.where(masked, mask_id, ids)).double()
-    ce = F.cross_entropy(logits.transpose(1, 2), ids, reduction="none")
-    return (ce * masked / p[:, None]).sum() / (L - prompt_lengths).sum()  # one pooled answer length
+    is_answer = torch.arange(L)[None, :] >= prompt_lengths[:, None]
+    if not train_padding:  # EOS padding treated as ignored, as a left-to-right SFT would
+        is_answer &= ids != lesson6.EOS
+    masked = u < p[:, None]
+    if not mask_prompt:
+        masked &= is_answer
+    logits = model(torch.where(masked, mask_id, ids))
+    ce = F.cross_entropy(logits.transpose(1, 2), ids, reduction="none") * masked
+    if weight:
+        ce = ce / p[:, None]
+    if denominator == "answer":
+        loss = (ce.sum(dim=1) / is_answer.sum(dim=1)).mean()
+    elif denominator == "row":
+        loss = (ce.sum(dim=1) / L).mean()
+    elif denominator == "masked":
+        loss = (ce.sum(dim=1) / masked.sum(dim=1).clamp(min=1)).mean()
+    else:  # "pooled": one answer length for the whole batch
+        loss = ce.sum() / is_answer.sum()
+    loss.backward()
+    if update:
+        optimizer.step()
+    return loss.item()
 
 
-@pytest.mark.parametrize(
-    "mistake", [loss_with_the_prompt_masked, loss_over_all_answer_tokens_of_the_batch],
-    ids=ids([loss_with_the_prompt_masked, loss_over_all_answer_tokens_of_the_batch]),
-)  # fmt: skip
-def test_sft_loss_mistakes_fail(mistake):
-    assert_fails(lesson6.check_llada_sft_loss, mistake, "6.1", "case")
+def step_masking_the_prompt(*args):
+    return _step(*args, mask_prompt=True)
+
+
+def step_dividing_by_the_row_length(*args):
+    return _step(*args, denominator="row")
+
+
+def step_without_the_1_over_p_weight(*args):
+    return _step(*args, weight=False)
+
+
+def step_dividing_by_the_masked_count(*args):
+    return _step(*args, denominator="masked")
+
+
+def step_ignoring_the_eos_padding(*args):
+    return _step(*args, train_padding=False)
+
+
+def step_pooling_the_answer_lengths(*args):
+    return _step(*args, denominator="pooled")
+
+
+def step_without_zeroing_the_gradients(*args):
+    return _step(*args, zero=False)
+
+
+def step_without_the_optimizer_step(*args):
+    return _step(*args, update=False)
+
+
+def step_calling_the_library_loss(model, optimizer, ids, prompt_lengths, t, u, mask_id):
+    from minillada.training.sft import llada_sft_loss_from_noise
+
+    optimizer.zero_grad()
+    loss = llada_sft_loss_from_noise(model, ids, prompt_lengths, t, u, mask_id)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+def step_returning_nothing(*args):
+    _step(*args)
+
+
+SFT_MISTAKES = [
+    (step_masking_the_prompt, r"on case 2/6 \(a prompt of 5 tokens.*expected the loss"),
+    (step_dividing_by_the_row_length, r"on case 2/6 \(a prompt of 5 tokens.*expected the loss"),
+    (step_without_the_1_over_p_weight, r"on case 3/6 \(t = 0.3.*expected the loss"),
+    (step_dividing_by_the_masked_count, r"on case 3/6 \(t = 0.3.*expected the loss"),
+    (step_ignoring_the_eos_padding, r"on case 4/6 \(two rows.*7 EOS.*expected the loss"),
+    (step_pooling_the_answer_lengths, r"on case 5/6 \(four rows.*expected the loss"),
+    (step_without_zeroing_the_gradients,
+     r"on case 6/6 \(three steps in a row.*step 2 of 3: the loss agrees, but after the step"),
+    (step_without_the_optimizer_step, r"on case 1/6 \(the basics.*the loss agrees, but"),
+    (step_calling_the_library_loss, r"your function raised RuntimeError: expected your own loss"),
+    (step_returning_nothing, r"on case 1/6 .*expected the loss \(a number or a 0-d tensor\)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("mistake, match", SFT_MISTAKES, ids=ids(SFT_MISTAKES))
+def test_sft_step_mistakes_fail(mistake, match):
+    assert_fails(lesson6.check_sft_step, mistake, "6.1", match)
+
+
+def test_sft_step_may_zero_the_gradients_after_the_update(capsys):
+    """Zeroing after the update is as good as before: the checker starts every case clean."""
+
+    def zero_after(model, optimizer, *args):
+        loss = _step(model, optimizer, *args, zero=False)
+        optimizer.zero_grad()
+        return loss
+
+    assert lesson6.check_sft_step(zero_after)
+
+
+def test_sft_step_leaves_the_library_loss_callable():
+    from minillada.training.sft import llada_sft_loss_from_noise
+
+    with pytest.raises(Exception, match="expected your own loss"):
+        lesson6.check_sft_step(step_calling_the_library_loss)
+    model = lesson6._tiny_model(0, context=32)
+    ids_, prompt_lengths, t, u = lesson6._sft_cases()[0][2][0]
+    assert torch.isfinite(llada_sft_loss_from_noise(model, ids_, prompt_lengths, t, u, 511))
 
 
 def pack_without_eos(prompts, answers, eos_id, window):
@@ -174,7 +287,8 @@ def test_block_experiment(standin, capsys):
 
     assert lesson6.check_block_experiment(solution, model, tok, items, 32)
     out = capsys.readouterr().out
-    assert "Exercise 6.4 passed" in out and "the fewest passes inside it: block" in out
+    assert "Exercise 6.4 passed" in out and "only with block 32; McNemar p = " in out
+    assert "fewest" not in out and "fewer" not in out  # the conclusion is the learner's
     assert not lesson6.check_block_experiment(stub, model, tok, items, 32)
     assert "Exercise 6.4 not attempted yet" in capsys.readouterr().out
     with pytest.raises(Exception, match="Exercise 6.4: on case block_length=4"):
