@@ -1,7 +1,5 @@
 """Lesson 8's checkers: the solutions pass, stubs are 'not attempted', common mistakes fail."""
 
-import math
-
 import pytest
 import torch
 from checker_cases import assert_fails, solution_and_stub_tests
@@ -11,17 +9,47 @@ from minillada.data.downloads import load_text
 from minillada.data.instructions import make_instruction_data
 from minillada.evaluation.instructions import evaluate_instructions
 from minillada.exercises import ExerciseFailed, lesson8
+from minillada.models.kv_cache import KVCache
+from minillada.sampling.primitives import num_transfer_tokens
 
 # --- the solutions, as in notebooks/solutions/08_fast_sampling.ipynb ------------------------------
 
 
-def window_attention(q, k_window, v_window, k_cache, v_cache, start, splice=True):
-    W = q.shape[2]
-    k, v = k_cache.clone(), v_cache.clone()
-    if splice:
-        k[:, :, start : start + W], v[:, :, start : start + W] = k_window, v_window
-    weights = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(dim=-1)
-    return weights @ v
+def cached_generate(model, prompt, gen_length, block_length, steps, mask_id, cache, refresh,
+                    mistake=None):  # fmt: skip
+    P = prompt.shape[1]
+    x = torch.cat([prompt, torch.full((1, gen_length), mask_id)], dim=1)
+    per_block = steps // (gen_length // block_length)
+    kv = KVCache()
+    for start in range(P, P + gen_length, block_length):
+        end = start + block_length
+        schedule = num_transfer_tokens((x[:, start:end] == mask_id).sum(1), per_block)[0]
+        for step in range(per_block):
+            if mistake == "never_refresh":  # records once, before the first block
+                full = start == P and step == 0
+            elif mistake == "refresh_one_step_late":
+                full = step == 0 or (refresh and (step + 1) % refresh == 0)
+            else:
+                full = step == 0 or (refresh is not None and step % refresh == 0)
+            if full:
+                logits = model(x, cache=kv.record())[:, start:end]
+                first = logits
+            elif mistake == "block_logits_cached":  # the block's first logits, reused
+                logits = first
+            else:
+                a = start + 1 if mistake == "window_off_by_one" else start
+                stop = x.shape[1] if cache == "prefix" else end
+                logits = model(x[:, a:stop], cache=kv, start=a)[:, : end - a]
+                if mistake == "window_off_by_one":
+                    logits = torch.cat([logits[:, :1], logits], 1)
+            logits = logits.double()
+            x0 = logits.argmax(-1)
+            scores = logits if mistake == "logit_as_confidence" else logits.softmax(-1)
+            confidence = scores.gather(-1, x0[..., None])[..., 0]
+            confidence = torch.where(x[:, start:end] == mask_id, confidence, float("-inf"))
+            reveal = confidence[0].topk(int(schedule[step])).indices
+            x[0, start + reveal] = x0[0, reveal]
+    return x
 
 
 def reveal_by_threshold(confidence, threshold, at_least_one=True):
@@ -39,7 +67,7 @@ def stub(*args, **kwargs):
 
 
 EXERCISES = [
-    ("8.1", lesson8.check_window_attention, window_attention, stub),
+    ("8.1", lesson8.check_cached_sampler, cached_generate, stub),
     ("8.2", lesson8.check_reveal_by_threshold, reveal_by_threshold, stub),
 ]
 test_solution_passes, test_stub_is_not_attempted = solution_and_stub_tests(EXERCISES)
@@ -48,11 +76,21 @@ test_solution_passes, test_stub_is_not_attempted = solution_and_stub_tests(EXERC
 # --- common mistakes ------------------------------------------------------------------------------
 
 
-def test_forgetting_to_splice_the_fresh_window_fails():
-    def stale(*args):
-        return window_attention(*args, splice=False)
+CACHE_MISTAKES = [
+    ("never_refresh", r"case 1/6 \(a dual cache.*\n  pass 5 \(block 2, step 1 of 4\): expected a"),
+    ("refresh_one_step_late", r"case 4/6 \(.*refreshed every 2.*\n  pass 2 \(block 1, step 2"),
+    ("block_logits_cached", r"case 1/6 .*\n  pass 2 \(block 1, step 2 of 4\): expected a window"),
+    ("window_off_by_one", r"case 1/6 .*\n  pass 2 .*you.* ran a window forward over positions 6"),
+    ("logit_as_confidence", r"case \d/6 .*\n  the forward passes are right but the tokens differ"),
+]
 
-    assert_fails(lesson8.check_window_attention, stale, "8.1", r"case 1/4 \(a window in the middle")
+
+@pytest.mark.parametrize("mistake, match", CACHE_MISTAKES, ids=[m for m, _ in CACHE_MISTAKES])
+def test_a_cached_sampler_mistake_fails(mistake, match):
+    def attempt(*args):
+        return cached_generate(*args, mistake=mistake)
+
+    assert_fails(lesson8.check_cached_sampler, attempt, "8.1", match)
 
 
 def test_a_threshold_without_the_fallback_fails():
@@ -108,10 +146,3 @@ def test_the_experiment_stub_is_not_attempted(capsys, instruct):
     model, tokenizer, items = instruct
     assert not lesson8.check_threshold_experiment(stub, model, tokenizer, items)
     assert "Exercise 8.3 not attempted yet" in capsys.readouterr().out
-
-
-def test_the_window_cases_cover_a_refresh(capsys):
-    # the last case recomputes everything: the attention of q over the window alone
-    q, kw, vw, kc, vc, start = lesson8._window_cases()[-1].args
-    full = torch.softmax(q @ kw.transpose(-2, -1) / math.sqrt(q.shape[-1]), -1) @ vw
-    torch.testing.assert_close(window_attention(q, kw, vw, kc, vc, start), full)
