@@ -48,7 +48,8 @@ LESSONS: tuple[Lesson, ...] = (
         "02_sampling",
         (
             "LLaDA's sampler exactly: semi-autoregressive blocks, remasking strategies "
-            "(confidence, margin, entropy, threshold), temperature in float64, classifier-free "
+            "(confidence, margin, entropy, random), temperature in float64, why float32 noise cuts "
+            "the sampling tail, classifier-free "
             "guidance, traces, infilling, quality against steps"
         ),
         "LLaDA's sampler exactly: blocks, remasking strategies, guidance, traces",
@@ -68,11 +69,11 @@ LESSONS: tuple[Lesson, ...] = (
         4,
         "04_subwords_and_llada_blocks",
         (
-            "BPE from scratch and with `tokenizers`, RMSNorm, RoPE at LLaDA's base, SwiGLU, the "
-            "LLaDA block, a "
-            "subword model with WSD, crop, accumulation, resume, `torchrun`"
+            "BPE from scratch and with `tokenizers`, RMSNorm, RoPE at LLaDA's base, attention "
+            "with grouped-query heads and SwiGLU written by hand, the LLaDA block, a subword "
+            "model with WSD, crop, accumulation, resume, `torchrun`"
         ),
-        "BPE, RMSNorm, SwiGLU, the LLaDA block, a subword model",
+        "BPE, RMSNorm, GQA attention and SwiGLU by hand, the LLaDA block, a subword model",
         "2.0 / < 1",
     ),
     Lesson(
@@ -95,7 +96,8 @@ LESSONS: tuple[Lesson, ...] = (
         "06_instruction_tuning",
         (
             "an instruction data set made from the play, LLaDA's SFT (EOS padding, the prompt "
-            "never masked, per-answer normalisation) against iLLaDA's variable-length SFT (packed"
+            "never masked, per-answer normalisation; you write one fine-tuning step) against "
+            "iLLaDA's variable-length SFT (packed"
             " examples, one EOS), variable-length generation, forward passes per answer, a chat"
         ),
         (
@@ -113,7 +115,9 @@ LESSONS: tuple[Lesson, ...] = (
             "the authors' settings and the end-of-thinking boost, chat, tokens/s and work per "
             "forward pass against LLaDA's fixed canvas, GSM8K (Instruct 0-shot, Base few-shot) "
             "and HellaSwag (confidence scoring against the Monte Carlo likelihood) beside the "
-            "papers' numbers, data-parallel evaluation under `torchrun`. Runs on a GPU with the "
+            "papers' numbers, the confidence score against the Monte Carlo likelihood at equal "
+            "cost (an experiment), data-parallel evaluation under `torchrun` with a per-process "
+            "resume file that survives a crash (which you write). Runs on a GPU with the "
             "downloaded weights, or anywhere on stand-ins in the released layouts"
         ),
         (
@@ -127,7 +131,8 @@ LESSONS: tuple[Lesson, ...] = (
         "08_fast_sampling",
         (
             "why a bidirectional model has no exact KV cache (measured per layer), Fast-dLLM's "
-            "prefix and dual caches, grouped-query attention's 4x smaller cache, threshold "
+            "prefix and dual caches (you write the cached sampler loop, with its refresh), "
+            "grouped-query attention's 4x smaller cache, threshold "
             "decoding, the measured trade-off on lesson 6's model (passes, seconds, accuracy with"
             " intervals), the same switches on the 8B models or their stand-ins"
         ),
