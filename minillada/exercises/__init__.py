@@ -162,18 +162,20 @@ def check(
 
 
 @contextmanager
-def forbidden(*functions: Callable) -> Iterator[None]:
-    """Inside the ``with`` block, calling any of ``functions`` raises RuntimeError: an exercise that
-    asks for a measurement refuses the library function that would answer it. The function objects
-    themselves are changed (and restored), so a name imported into the notebook is caught too."""
+def forbidden(
+    *functions: Callable,
+    expected: str = "a measurement",
+    hint: str = "build the model (on the meta device) and count what it holds",
+) -> Iterator[None]:
+    """Inside the ``with`` block, calling any of ``functions`` raises RuntimeError ("expected
+    <expected>, not a call of <name>: <hint>"): an exercise refuses the library function that would
+    answer it. The function objects themselves are changed (and restored), so a name imported into
+    the notebook is caught too."""
     saved = [(f, f.__code__, f.__defaults__, f.__kwdefaults__) for f in functions]
     try:
         for f, *_ in saved:
             name = f"{f.__module__}.{f.__qualname__}"
-            message = (
-                f"expected a measurement, not a call of {name}: build the model (on the meta "
-                "device) and count what it holds"
-            )
+            message = f"expected {expected}, not a call of {name}: {hint}"
             namespace: dict[str, Any] = {}
             exec(f"def refused(*args, **kwargs):\n    raise RuntimeError({message!r})", namespace)
             f.__defaults__, f.__kwdefaults__ = None, None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 import torch
 
@@ -16,6 +15,7 @@ from minillada.exercises import (
     ExerciseFailed,
     accuracy_and_passes,
     check,
+    forbidden,
     run_experiment,
     seeded,
     short_repr,
@@ -108,27 +108,6 @@ def _library_steps(model: LLaDAModel, batches: list[tuple]) -> Iterator[float]:
         yield state.history["loss"][-1]
 
 
-@contextmanager
-def _refused(*functions: Callable) -> Iterator[None]:
-    """While the learner's step runs, calling minillada's SFT loss raises: writing it is the
-    exercise. The function objects are changed (and restored), so an imported name is caught."""
-    saved = [(f, f.__code__, f.__defaults__, f.__kwdefaults__) for f in functions]
-    try:
-        for f, *_ in saved:
-            message = (
-                f"expected your own loss, not a call of {f.__module__}.{f.__qualname__}: mask, "
-                "run the model, weight and normalise it yourself"
-            )
-            namespace: dict = {}
-            exec(f"def refused(*args, **kwargs):\n    raise RuntimeError({message!r})", namespace)
-            f.__defaults__, f.__kwdefaults__ = None, None
-            f.__code__ = namespace["refused"].__code__
-        yield
-    finally:
-        for f, code, defaults, kwdefaults in saved:
-            f.__code__, f.__defaults__, f.__kwdefaults__ = code, defaults, kwdefaults
-
-
 def check_sft_step(fn: Callable) -> CheckResult:
     """Exercise 6.1: fn(model, optimizer, ids, prompt_lengths, t, u, mask_id) -> the loss, after
     one step of LLaDA's SFT: zero the gradients; mask the answer positions where u < p(t); the loss
@@ -146,7 +125,11 @@ def check_sft_step(fn: Callable) -> CheckResult:
             at = f"{where}, step {k + 1} of {len(batches)}"
             ids, prompt_lengths, t, u = (x.clone() for x in batches[k])
             try:
-                with _refused(llada_sft_loss_from_noise):
+                with forbidden(
+                    llada_sft_loss_from_noise,
+                    expected="your own loss",
+                    hint="mask, run the model, weight and normalise it yourself",
+                ):
                     got = fn(theirs, optimizer, ids, prompt_lengths, t, u, MASK)
             except NotImplementedError:
                 print(f"{exercise} not attempted yet; the lesson continues with minillada's "
