@@ -34,8 +34,9 @@ LESSONS: tuple[Lesson, ...] = (
         "01_char_masked_diffusion",
         (
             "char data with a mask token, the masking process, the 1/t-weighted loss (an ELBO), a"
-            " bidirectional transformer with RoPE, training, a validation bound in bits/char, "
-            "checkpoints, a first unmasking sampler"
+            " bidirectional transformer with RoPE (you write its attention and assemble the "
+            "model), training, a validation bound in bits/char, checkpoints, a first unmasking "
+            "sampler (yours)"
         ),
         (
             "char data with a mask token, the masking process, the 1/t-weighted loss, a "

@@ -82,7 +82,8 @@ MASK_ROWS = 1000  # rows per length
 
 def check_mask_fraction_experiment(fn: Callable) -> CheckResult:
     """Exercise 0.3: fn(lengths) -> {L: standard deviation, over 1,000 rows, of the fraction of
-    the L positions of a row that are masked with probability 0.5}; then the outcome.
+    the L positions of a row that are masked with probability 0.5}. The pass line repeats the
+    measurements and draws no conclusion: the lesson's discussion cell does.
 
     The learner draws their own random numbers, so the checker compares with the exact answer,
     sqrt(p (1 - p) / L), within what 1,000 rows allow: a standard deviation estimated from R rows
@@ -113,14 +114,6 @@ def check_mask_fraction_experiment(fn: Callable) -> CheckResult:
             "random rows give a standard deviation that is off by about 2%. Draw the masks and "
             "measure."
         )
-    ratios = [
-        float(got[a]) / float(got[b])
-        for a, b in zip(MASK_LENGTHS[:-1], MASK_LENGTHS[1:], strict=True)
-    ]
-    print(
-        "Exercise 0.3 passed: the masked fraction's spread agrees with sqrt(p (1 - p) / L) "
-        f"within 15% at L = {', '.join(map(str, MASK_LENGTHS))}; it shrinks by a factor "
-        f"{ratios[0]:.1f} and {ratios[1]:.1f} each time L grows 16x, i.e. like 1 / sqrt(L): a "
-        "long sequence is masked at very nearly its rate p, a short one is not."
-    )
+    measured = ", ".join(f"{float(got[L]):.4f} (L = {L})" for L in MASK_LENGTHS)
+    print(f"Exercise 0.3 passed: your spreads {measured} are within 15% of the exact values.")
     return CheckResult(True)

@@ -173,6 +173,8 @@ def test_mask_fraction_wrong_keys_fail():
     )
 
 
-def test_mask_fraction_outcome_names_the_law(capsys):
+def test_mask_fraction_pass_line_measures_and_does_not_conclude(capsys):
     assert lesson0.check_mask_fraction_experiment(mask_fraction_spread)
-    assert "1 / sqrt(L)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "0.1" in out and "(L = 4096)" in out  # the measurements
+    assert "sqrt" not in out and "shrinks" not in out  # the discussion cell interprets them
