@@ -2,7 +2,7 @@
 
 Every exercise follows one pattern. A stub cell in the lesson defines a function whose body raises
 ``NotImplementedError("Exercise N.M: ...")``; the next cell calls the lesson's checker, e.g.
-``lesson1.check_apply_mask(apply_mask)``. The checker runs the learner's function on seeded inputs
+``lesson1.check_attention(attention)``. The checker runs the learner's function on seeded inputs
 and edge cases, compares with minillada's reference and
 
 * prints ``Exercise N.M passed: ...`` when every case agrees;
