@@ -23,6 +23,7 @@ import torch
 
 from minillada.data.instructions import TASKS, Example, encode_example
 from minillada.estimate import wilson_interval
+from minillada.evaluation.rewards import exact_match
 from minillada.runtime import progress_bar
 from minillada.sampling.answer import GenerationSettings, generate_answers
 from minillada.sampling.variable_length import until_stop
@@ -45,7 +46,7 @@ class Answer:
 
     @property
     def correct(self) -> bool:
-        return self.text == self.example.answer.strip()
+        return bool(exact_match(self.text, self.example.answer))  # lesson 9's reward too
 
 
 @torch.no_grad()
