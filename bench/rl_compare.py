@@ -22,16 +22,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 from minillada.checkpoints.hf import load_hf_checkpoint
-from minillada.checkpoints.shipped import INSTRUCT_SHAKESPEARE, shipped_checkpoint
+from minillada.checkpoints.shipped import INSTRUCT_SHAKESPEARE, METRICS_FILE, shipped_checkpoint
 from minillada.cli import train_rl, train_sft
 from minillada.data.downloads import load_text
-from minillada.data.instructions import encode_example, make_instruction_data
+from minillada.data.instructions import TASKS, encode_example, make_instruction_data
 from minillada.data.tokenizer import LLaDATokenizer
 from minillada.estimate import paired_comparison, wilson_interval
 from minillada.evaluation.rewards import exact_match
@@ -80,6 +81,85 @@ def against(start: dict, run: dict) -> dict:
     return out
 
 
+def wait_for(path: Path, seconds: float) -> None:
+    """Wait up to ``seconds`` for a run started elsewhere (``--workdir`` shared by processes on
+    other cores) to write ``path``; a run that never finishes is an error, not a hang."""
+    print(f"waiting for {path} (another process is training it)", flush=True)
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{path} did not appear within {seconds:.0f} s: did that run die?")
+        time.sleep(min(30.0, seconds))
+
+
+def markdown(record: dict, command: str) -> str:
+    """bench/rl_compare.md: every number from the record."""
+    start = record["start"]
+    lines = [
+        "# RL against the SFT model it starts from, and against more SFT (issue 25)",
+        "",
+        f"`{command}` on {record['machine']} ({record['environment']['cpu_count']} "
+        f"cores), {record['threads']} thread(s) per run; torch "
+        f"{record['environment'].get('torch', '?')}. Every model scored on lesson 6's 490 held-out "
+        "items, temperature 0, 32 tokens in blocks of 8; McNemar's exact test on the same items.",
+        "",
+        f"RL settings: `{' '.join(record['rl_args'])}` on top of the defaults of "
+        f"`python -m minillada.cli.train_rl`, {record['iters']} iterations per run.",
+        "",
+        "## Accuracy per task",
+        "",
+        "| model | sampler | " + " | ".join(TASKS) + " | all [95% interval] |",
+        "|---|---|" + "---|" * len(TASKS) + "---|",
+    ]
+    models = [("start (lesson 6)", start)]
+    models += [(name, run["evaluation"]) for name, run in record.get("rl", {}).items()]
+    if "more_sft" in record:
+        models.append((f"more SFT ({record['more_sft']['iters']} iters)",
+                       record["more_sft"]["evaluation"]))  # fmt: skip
+    for name, ev in models:
+        for s in SAMPLERS:
+            cells = " | ".join(f"{ev[s][t]['accuracy']:.1%}" for t in TASKS)
+            lo, hi = ev[s]["all"]["interval95"]
+            lines.append(f"| {name} | {s} | {cells} | {ev[s]['all']['accuracy']:.1%} "
+                         f"[{lo:.1%}, {hi:.1%}] |")  # fmt: skip
+    k = start["pass_at_k"]
+    lines += [
+        "",
+        f"Start, fixed canvas at temperature 1: pass@{k['k']} {k['pass_at_k']:.1%} "
+        f"[{k['interval95'][0]:.1%}, {k['interval95'][1]:.1%}], one answer "
+        f"{k['temperature_1_accuracy']:.1%}.",
+        "",
+        "## Paired tests against the start",
+        "",
+        "| run | train s | sampler | start | run | right only in run | only in start | "
+        "p two-sided | p one-sided (run better) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    runs = [(n, r) for n, r in record.get("rl", {}).items()]
+    if "more_sft" in record:
+        runs.append(("more SFT", record["more_sft"]))
+    for name, run in runs:
+        for s, t in run["against_start"].items():
+            lines.append(
+                f"| {name} | {run['train_seconds']:.0f} | {s} | {t['start']:.1%} | {t['run']:.1%}"
+                f" | {t['run_only']} | {t['start_only']} | {t['p_two_sided']:.3g} | "
+                f"{t['p_start_worse']:.3g} |"
+            )
+    lines += ["", "## Per method: mean and range over seeds", ""]
+    methods = sorted({n.rsplit("_seed", 1)[0] for n in record.get("rl", {})})
+    for m in methods:
+        for s in SAMPLERS:
+            acc = [r["against_start"][s]["run"] for n, r in record["rl"].items()
+                   if n.rsplit("_seed", 1)[0] == m]  # fmt: skip
+            wins = sum(r["against_start"][s]["p_start_worse"] < 0.05 for n, r in
+                       record["rl"].items() if n.rsplit("_seed", 1)[0] == m)  # fmt: skip
+            lines.append(
+                f"- {m}, {s}: {statistics.mean(acc):.1%} (range {min(acc):.1%} to "
+                f"{max(acc):.1%}) over {len(acc)} seeds; {wins} of {len(acc)} beat the start at 5%"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True)
@@ -90,6 +170,12 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=8, help="samples per item for pass@k")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="tiny settings: tests the script")
+    ap.add_argument(
+        "--wait",
+        type=float,
+        default=7200.0,
+        help="seconds to wait for a run folder another process is still training",
+    )
     ap.add_argument("rl_args", nargs="*", help="more train_rl flags, after --")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -100,10 +186,14 @@ def main() -> None:
     iters = 2 if quick else args.iters
     gen, block = 32, 8
     record: dict = {"machine": processor_name(), "environment": environment_report(),
-                    "iters": iters, "quick": quick}  # fmt: skip
+                    "iters": iters, "quick": quick, "threads": args.threads,
+                    "rl_args": args.rl_args}  # fmt: skip
+    command = "python bench/rl_compare.py " + " ".join(sys.argv[1:])
 
     def save() -> None:
         args.out.write_text(json.dumps(record, indent=1) + "\n")
+        if "start" in record and "pass_at_k" in record["start"]:
+            args.out.with_suffix(".md").write_text(markdown(record, command))
 
     base = shipped_checkpoint(INSTRUCT_SHAKESPEARE)
     model = load_hf_checkpoint(base, dtype=torch.float32)
@@ -124,15 +214,23 @@ def main() -> None:
     for method in args.methods.split(","):
         for seed in range(args.seeds if not quick else 1):
             out = args.workdir / f"{method}_seed{seed}"
-            run = train_rl.main([
-                "--out", str(out), "--method", method, "--seed", str(seed), "--iters", str(iters),
-                "--threads", str(args.threads), *per_task, *shape, *args.rl_args,
-            ])  # fmt: skip
+            if out.exists() and not (out / METRICS_FILE).exists():
+                wait_for(out / METRICS_FILE, args.wait)  # a run started by hand, still going
+            if (out / METRICS_FILE).exists():  # finished earlier or in parallel: reuse it
+                run = json.loads((out / METRICS_FILE).read_text())
+                print(f"reusing {out}", flush=True)
+            else:
+                run = train_rl.main([
+                    "--out", str(out), "--method", method, "--seed", str(seed),
+                    "--iters", str(iters), "--threads", str(args.threads), *per_task, *shape,
+                    *args.rl_args,
+                ])  # fmt: skip
             seconds.append(run["train_seconds"])
             record["rl"][f"{method}_seed{seed}"] = {
                 "train_seconds": run["train_seconds"],
                 "reward_first_last": [run["history"]["reward"][0], run["history"]["reward"][-1]],
                 "against_start": against(record["start"], run),
+                "evaluation": run["evaluation"],
             }
             print(json.dumps(record["rl"][f"{method}_seed{seed}"]["against_start"]), flush=True)
             save()

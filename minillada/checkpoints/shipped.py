@@ -7,7 +7,10 @@ command that made each): every loader of a shipped model is here.
   tokenizer files and the record of how it was trained (training.json);
 * ``instruct_shakespeare``: lesson 6's instruct model, ``subword_shakespeare`` fine-tuned on the
   lesson's instructions by minillada.cli.train_sft, with the same files (training.json holds the
-  recipe, the loss curve and the held-out scores).
+  recipe, the loss curve and the held-out scores);
+* ``rl_shakespeare``: lesson 9's model, ``instruct_shakespeare`` after reinforcement learning by
+  minillada.cli.train_rl, with the same files (training.json holds the RL settings, the
+  per-iteration history and every held-out item's grade).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ CHAR_SHAKESPEARE = (
 AR_SHAKESPEARE = "ar_shakespeare"  # lesson 3's autoregressive twin of char_shakespeare
 SUBWORD_SHAKESPEARE = "subword_shakespeare"  # lesson 4's model, by minillada.cli.train_llada
 INSTRUCT_SHAKESPEARE = "instruct_shakespeare"  # lesson 6's model, by minillada.cli.train_sft
+RL_SHAKESPEARE = "rl_shakespeare"  # lesson 9's model: lesson 6's after minillada.cli.train_rl
 METRICS_FILE = "training.json"  # how the shipped subword model was trained and its measured bound
 
 
@@ -86,6 +90,28 @@ def load_instruct_shakespeare(
 ) -> tuple[LLaDAModel, LLaDATokenizer, dict[str, Any]]:
     """Lesson 6's shipped instruct model: (model, tokenizer, training record with its scores)."""
     return _load_shipped_llada(INSTRUCT_SHAKESPEARE, device)
+
+
+def load_rl_shakespeare(
+    device: torch.device | str = "cpu",
+) -> tuple[LLaDAModel, LLaDATokenizer, dict[str, Any]]:
+    """Lesson 9's shipped model, lesson 6's after RL: (model, tokenizer, the run's record: command,
+    settings, per-iteration history and every held-out item's grade)."""
+    return _load_shipped_llada(RL_SHAKESPEARE, device)
+
+
+def ship_rl_run(run: str | Path, dest: str | Path) -> Path:
+    """The shipped form of a finished full-weight minillada.cli.train_rl run: the weights, the
+    tokenizer files and the run's training.json (no optimizer state)."""
+    run, dest = Path(run), Path(dest)
+    if not (run / METRICS_FILE).is_file():
+        raise CheckpointError(f"{run} has no {METRICS_FILE}: is it a finished train_rl run?")
+    if dest.exists():
+        shutil.rmtree(dest)
+    save_hf_checkpoint(load_hf_checkpoint(run), dest)
+    save_tokenizer(LLaDATokenizer.from_folder(run).tokenizer, dest)
+    shutil.copy(run / METRICS_FILE, dest / METRICS_FILE)
+    return dest
 
 
 def ship_subword_run(run: str | Path, dest: str | Path, command: str) -> Path:

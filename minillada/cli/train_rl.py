@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--block-length", type=int, default=d.block_length)
     ap.add_argument("--steps", type=int, default=d.steps, help="denoising steps per rollout")
     ap.add_argument("--temperature", type=float, default=d.temperature)
+    ap.add_argument(
+        "--count-padding",
+        action="store_true",
+        help="the loss counts every canvas token, not only the answer and its stop",
+    )
     ap.add_argument("--lora-rank", type=int, default=0, help="0: train every weight")
     ap.add_argument("--lora-alpha", type=float, default=16.0)
     ap.add_argument("--train-per-task", type=int, default=10000)
@@ -147,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
         p_mask=args.p_mask, elbo_draws=args.elbo_draws, complementary=args.complementary,
         clip_eps=args.clip_eps, beta=args.beta, advantage_scale=args.advantage_scale,
         gen_length=args.gen_length, block_length=args.block_length, steps=args.steps,
-        temperature=args.temperature,
+        temperature=args.temperature, count_padding=args.count_padding,
     )  # fmt: skip
     cfg.check()
     if args.save_every % cfg.inner_updates:
@@ -203,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
     while state.iter_num < cfg.max_iters:
         state = train_rl(
             model, tok, prompts, grade, cfg, state, reference, stop_after=args.save_every,
-            evaluate=evaluate if args.eval_interval else None,
+            evaluate=evaluate if args.eval_interval else None, labels=[e.task for e in pool],
         )  # fmt: skip
         _save(out, model, state, cfg, lora, extra)
         recent = state.history["reward"][-args.save_every :]

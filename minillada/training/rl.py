@@ -11,9 +11,13 @@ current, the old (rollout-time) and the reference policy (``minillada.diffusion.
   form), clipped the same way.
 * ``method="wd1"``: wd1's ratio-free weighted likelihood; no old policy is needed.
 
-A completion is the whole generated canvas of ``gen_length`` tokens, the end-of-text padding
-included: the fixed canvas generates those tokens too (LLaDA's SFT trains them as answer tokens),
-so they are part of the policy's action.
+A completion is the generated canvas of ``gen_length`` tokens. As d1 (and TRL's GRPO) does, the
+loss counts its tokens up to and including the first stop id: the answer and where it ends. With
+``count_padding=True`` every token of the canvas counts, the end-of-text padding after the answer
+too (LLaDA's SFT trains those as answer tokens). Measured on lesson 6's model: with the padding
+counted, the loss is mostly about padding (about 27 of 32 tokens), and at lr 1e-4 the policy learnt
+to stop early and fell from 61% to 29% held-out exact match in 100 iterations. (The sequence ELBO
+estimator scores the whole canvas either way.)
 
 Every rollout draws from a generator seeded by (seed, rollout index), so a run resumed from a
 checkpoint written at a rollout boundary (iteration a multiple of ``inner_updates``) continues
@@ -74,6 +78,7 @@ class RLConfig(TrainConfig):
     block_length: int = 8
     steps: int = 32  # denoising steps of a rollout
     temperature: float = 1.0
+    count_padding: bool = False  # True: every canvas token is in the loss; False: to the first stop
 
     def check(self) -> None:
         """Every setting an RL run reads, checked before any rollout is generated."""
@@ -107,9 +112,11 @@ class Rollout:
     advantages: torch.Tensor  # (B,)
     zero_variance_groups: int
     answer_tokens: torch.Tensor  # (B,) tokens before the first stop id
+    completion_mask: torch.Tensor  # (B, C) bool: the tokens the loss counts
     draws: list  # one mask draw per inner update
     old: list  # per inner update: the rollout-time policy's estimate, or None
     reference: list  # per inner update: the reference policy's estimate, or None
+    chosen: list[int]  # the prompts' indices, one per group
 
 
 def _estimate(model, r: Rollout, cfg: RLConfig, draw, mask_id: int) -> torch.Tensor:
@@ -171,9 +178,13 @@ def make_rollout(
             draw_elbo(B, C, cfg.elbo_draws, generator, cfg.complementary)
             for _ in range(cfg.inner_updates)
         ]
+    counted = torch.ones_like(completion, dtype=torch.bool)
+    if not cfg.count_padding:  # the answer and its first stop id (which ends it); nothing after
+        position = torch.arange(C, device=completion.device)
+        counted = position[None, :] <= torch.tensor(lengths, device=completion.device)[:, None]
     r = Rollout(
-        padded.input_ids, keep, completion, torch.tensor(rewards), adv.values,
-        adv.zero_variance_groups, torch.tensor(lengths), draws, [], [],
+        padded.input_ids, keep, completion, torch.tensor(rewards, dtype=torch.float64), adv.values,
+        adv.zero_variance_groups, torch.tensor(lengths), counted, draws, [], [], chosen,
     )  # fmt: skip
     mask_id = tokenizer.mask_id
     # With one update per rollout the old policy is the current one (ratio 1, detached): d1's mu=1.
@@ -201,11 +212,15 @@ def rl_step(
     grade: Grade,
     cfg: RLConfig,
     reference: Callable | None = None,
+    labels: Sequence[str] | None = None,
 ) -> Step:
     """The training loop's step for RL (see the module docstring). Per iteration it appends the
     rollout's mean reward, zero-variance groups, mean answer tokens and the loss's clip fraction
-    and KL to ``state.history``."""
+    and KL to ``state.history``; with ``labels`` (a task name per prompt) also
+    ``reward_by_task``, {task: mean reward} over the rollout's prompts of each task."""
     cfg.check()
+    if labels is not None and len(labels) != len(prompts):
+        raise ValueError(f"labels: one per prompt, got {len(labels)} for {len(prompts)} prompts")
     current: dict = {}
 
     def step(model: torch.nn.Module, state: TrainState) -> float:
@@ -218,14 +233,16 @@ def rl_step(
         r: Rollout = current["rollout"]
         C = r.completion.shape[1]
         logp = _estimate(model, r, cfg, r.draws[inner], tokenizer.mask_id)
+        per_token = logp.dim() == 2  # one-step: (B, C); ELBO: (B,) over the whole canvas
         if cfg.method == "wd1":
-            sequence = logp.sum(1) if logp.dim() == 2 else logp
+            sequence = (logp * r.completion_mask).sum(1) if per_token else logp
             loss = weighted_likelihood_loss(sequence, r.advantages, cfg.group_size)
             clip_fraction = kl = 0.0
         else:
             old = r.old[inner] if r.old[inner] is not None else logp.detach()
             loss, stats = clipped_policy_loss(
-                _as_tokens(logp, C), _as_tokens(old, C), r.advantages, None, cfg.clip_eps,
+                _as_tokens(logp, C), _as_tokens(old, C), r.advantages,
+                r.completion_mask if per_token else None, cfg.clip_eps,
                 _as_tokens(r.reference[inner], C), cfg.beta,
             )  # fmt: skip
             clip_fraction, kl = stats.clip_fraction, stats.kl
@@ -239,6 +256,13 @@ def rl_step(
             ("kl", kl),
         ):
             h.setdefault(key, []).append(value)
+        if labels is not None:
+            by_task: dict[str, list[float]] = {}
+            for b, reward in enumerate(r.rewards.tolist()):
+                by_task.setdefault(labels[r.chosen[b // cfg.group_size]], []).append(reward)
+            h.setdefault("reward_by_task", []).append(
+                {t: sum(v) / len(v) for t, v in sorted(by_task.items())}
+            )
         return loss.item()
 
     return step
@@ -255,6 +279,7 @@ def train_rl(
     stop_after: int | None = None,
     evaluate: Callable[[torch.nn.Module], float] | None = None,
     progress: bool = True,
+    labels: Sequence[str] | None = None,
 ) -> TrainState:
     """``train_loop`` with ``rl_step``; pass the returned state back to resume (at a rollout
     boundary: ``stop_after`` a multiple of ``inner_updates``)."""
@@ -265,5 +290,5 @@ def train_rl(
             f"stop_after={stop_after} would stop inside a rollout of {cfg.inner_updates} updates, "
             "and a resumed run could not rebuild it; use a multiple of inner_updates"
         )
-    step = rl_step(tokenizer, prompts, grade, cfg, reference)
+    step = rl_step(tokenizer, prompts, grade, cfg, reference, labels)
     return train_loop(model, step, cfg, state, evaluate, stop_after, progress)

@@ -141,7 +141,8 @@ def sample_by_hand_stub(model, mask_id, length, steps, order, generator):
 
 def _shipped_model_and_batch():
     model, _ = load_char_shakespeare("cpu")
-    batch = torch.randint(0, 65, (32, 128), generator=torch.Generator().manual_seed(8))
+    # 8 rows: the checker's tolerance scales with its own standard error; 4x cheaper than 32
+    batch = torch.randint(0, 65, (8, 128), generator=torch.Generator().manual_seed(8))
     return model, batch
 
 

@@ -12,8 +12,9 @@ from minillada.checkpoints.train_state import load_train_state, save_train_state
 from minillada.data.instructions import Example, encode_example
 from minillada.evaluation.rewards import partial_credit
 from minillada.models.lora import AdaptersOff, add_lora, lora_parameters
+from minillada.training.llada import step_generator
 from minillada.training.loop import new_train_state
-from minillada.training.rl import RLConfig, train_rl
+from minillada.training.rl import RLConfig, make_rollout, train_rl
 
 EXAMPLES = [  # in lesson 6's task formats
     Example("reverse", "Say these words backwards: my gracious lord", "lord gracious my"),
@@ -50,8 +51,12 @@ def test_a_short_run_records_its_curves_and_moves_the_weights(shipped):
     model, tok, prompts, grade = setup(shipped)
     before = [p.detach().clone() for p in model.parameters()]
     state = train_rl(model, tok, prompts, grade, small(beta=0.04), reference=shipped[0],
-                     progress=False)  # fmt: skip
+                     progress=False, labels=[e.task for e in EXAMPLES])  # fmt: skip
     h = state.history
+    assert len(h["reward_by_task"]) == 4
+    for rewards, by_task in zip(h["reward"], h["reward_by_task"], strict=True):
+        assert set(by_task) <= {"reverse", "count"} and by_task  # the rollout's prompts' tasks
+        assert min(by_task.values()) <= rewards <= max(by_task.values())  # the mean is between
     for key in ("loss", "reward", "zero_variance_groups", "answer_tokens", "clip_fraction", "kl"):
         assert len(h[key]) == 4, key
     assert all(0 <= r <= 1 for r in h["reward"]) and h["kl"][0] == 0  # the first step is the ref
@@ -117,6 +122,29 @@ def test_bad_settings_are_refused_before_the_first_rollout(shipped, overrides, m
     model, tok, prompts, grade = setup(shipped)
     with pytest.raises(ValueError, match=match):
         train_rl(model, tok, prompts, grade, small(**overrides), progress=False)
+
+
+@pytest.mark.parametrize("count_padding", [False, True])
+def test_the_loss_counts_the_answer_and_its_stop_unless_told_to_count_padding(
+    shipped, count_padding
+):
+    model, tok, prompts, grade = setup(shipped)
+    cfg = small(gen_length=16, block_length=8, steps=16, count_padding=count_padding)
+    r = make_rollout(model, tok, prompts, grade, cfg, step_generator(0, 0))
+    stops = torch.isin(r.completion, torch.tensor(tok.stop_ids))
+    assert stops.any(dim=1).all()  # lesson 6's model ends every answer inside 16 tokens
+    if count_padding:
+        assert r.completion_mask.all()
+    else:  # the answer's tokens, then its first stop id; nothing after it
+        assert torch.equal(r.completion_mask.sum(1), r.answer_tokens + 1)
+        first = stops.float().argmax(dim=1)
+        assert all(r.completion_mask[b, : first[b] + 1].all() for b in range(len(first)))
+
+
+def test_labels_must_name_every_prompt(shipped):
+    model, tok, prompts, grade = setup(shipped)
+    with pytest.raises(ValueError, match="one per prompt"):
+        train_rl(model, tok, prompts, grade, small(), progress=False, labels=["reverse"])
 
 
 def test_stopping_inside_a_rollout_and_a_kl_without_reference_are_errors(shipped):
