@@ -145,6 +145,12 @@ def markdown(record: dict, command: str) -> str:
                 f" | {t['run_only']} | {t['start_only']} | {t['p_two_sided']:.3g} | "
                 f"{t['p_start_worse']:.3g} |"
             )
+    if "more_sft" in record:
+        m = record["more_sft"]
+        lines += ["", f"More SFT: {m['iters']} iterations of lesson 6's recipe, constant lr 3e-5, "
+                  f"{m['train_seconds']:.0f} s of training (target {m['target_seconds']:.0f} s, "
+                  f"from {m['target_from']}; the RL runs' median was "
+                  f"{record.get('rl_median_train_seconds', float('nan')):.0f} s)."]  # fmt: skip
     lines += ["", "## Per method: mean and range over seeds", ""]
     methods = sorted({n.rsplit("_seed", 1)[0] for n in record.get("rl", {})})
     for m in methods:
@@ -170,6 +176,9 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=8, help="samples per item for pass@k")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="tiny settings: tests the script")
+    ap.add_argument("--sft-seconds", type=float, default=0.0,
+                    help="train more SFT this long, before the RL runs (default: after them, "
+                    "for the RL runs' median seconds)")  # fmt: skip
     ap.add_argument(
         "--wait",
         type=float,
@@ -209,6 +218,34 @@ def main() -> None:
     record["start"]["seconds"] = time.perf_counter() - t0
     print(json.dumps(record["start"]["pass_at_k"]), flush=True)
     save()
+
+    def more_sft(seconds: float, source: str) -> None:
+        """Lesson 6's recipe continued from the start for ``seconds`` of training (its seconds
+        per iteration from a short probe), scored and tested like an RL run."""
+        probe_iters = 2 if quick else 20
+        probe = train_sft.main(["--recipe", "llada", "--base", str(base), "--out",
+                                str(args.workdir / "sft_probe"), "--iters", str(probe_iters),
+                                "--eval-interval", "0", "--threads", str(args.threads),
+                                "--no-final-eval", *per_task])  # fmt: skip
+        per_iter = probe["train_seconds"] / probe_iters
+        sft_iters = max(1, round(seconds / per_iter))
+        sft = train_sft.main(["--recipe", "llada", "--base", str(base), "--out",
+                              str(args.workdir / "sft_more"), "--iters", str(sft_iters),
+                              "--lr", "3e-5", "--min-lr", "3e-5", "--warmup", "0",
+                              "--eval-interval", "0", "--threads", str(args.threads),
+                              "--no-final-eval", *per_task])  # fmt: skip
+        sft_model = load_hf_checkpoint(args.workdir / "sft_more", dtype=torch.float32)
+        sft_run = {"evaluation": {s: train_rl.score_held_out(sft_model, tok, items, s, gen, block)
+                                  for s in SAMPLERS}}  # fmt: skip
+        record["more_sft"] = {"iters": sft_iters, "seconds_per_iter": per_iter,
+                              "target_seconds": seconds, "target_from": source,
+                              "train_seconds": sft["train_seconds"],
+                              "against_start": against(record["start"], sft_run),
+                              "evaluation": sft_run["evaluation"]}  # fmt: skip
+        save()
+
+    if args.sft_seconds:  # known before the RL runs end: the SFT baseline first
+        more_sft(args.sft_seconds, "--sft-seconds")
     record["rl"] = {}
     seconds = []
     for method in args.methods.split(","):
@@ -227,6 +264,7 @@ def main() -> None:
                 ])  # fmt: skip
             seconds.append(run["train_seconds"])
             record["rl"][f"{method}_seed{seed}"] = {
+                "command": run["command"],
                 "train_seconds": run["train_seconds"],
                 "reward_first_last": [run["history"]["reward"][0], run["history"]["reward"][-1]],
                 "against_start": against(record["start"], run),
@@ -234,26 +272,9 @@ def main() -> None:
             }
             print(json.dumps(record["rl"][f"{method}_seed{seed}"]["against_start"]), flush=True)
             save()
-    # more SFT at the RL runs' median wall-clock: seconds per iteration from a short probe
-    probe_iters = 2 if quick else 20
-    probe = train_sft.main(["--recipe", "llada", "--base", str(base), "--out",
-                            str(args.workdir / "sft_probe"), "--iters", str(probe_iters),
-                            "--eval-interval", "0", "--threads", str(args.threads),
-                            "--no-final-eval", *per_task])  # fmt: skip
-    per_iter = probe["train_seconds"] / probe_iters
-    sft_iters = max(1, round(statistics.median(seconds) / per_iter))
-    sft = train_sft.main(["--recipe", "llada", "--base", str(base), "--out",
-                          str(args.workdir / "sft_more"), "--iters", str(sft_iters),
-                          "--lr", "3e-5", "--min-lr", "3e-5", "--warmup", "0",
-                          "--eval-interval", "0", "--threads", str(args.threads),
-                          *per_task])  # fmt: skip
-    sft_model = load_hf_checkpoint(args.workdir / "sft_more", dtype=torch.float32)
-    sft_run = {"evaluation": {s: train_rl.score_held_out(sft_model, tok, items, s, gen, block)
-                              for s in SAMPLERS}}  # fmt: skip
-    record["more_sft"] = {"iters": sft_iters, "seconds_per_iter": per_iter,
-                          "train_seconds": sft["train_seconds"],
-                          "against_start": against(record["start"], sft_run),
-                          "evaluation": sft_run["evaluation"]}  # fmt: skip
+    record["rl_median_train_seconds"] = statistics.median(seconds)
+    if not args.sft_seconds:  # more SFT at the RL runs' median wall-clock
+        more_sft(statistics.median(seconds), "the RL runs' median")
     save()
     print(json.dumps({k: v for k, v in record.items() if k != "environment"}, indent=1))
 

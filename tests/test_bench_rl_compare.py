@@ -1,6 +1,7 @@
 """bench/rl_compare.py: its quick run (every part tiny, on the shipped model and the real data path)
 records the start with pass@k, each RL run's paired test against the start, and more SFT."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -16,7 +17,7 @@ def test_the_quick_run_records_every_comparison(tmp_path, tinyshakespeare):
     out = tmp_path / "rl.json"
     subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--threads", "1", "--out", str(out),
-         "--workdir", str(tmp_path / "runs")],
+         "--workdir", str(tmp_path / "runs"), "--sft-seconds", "0.5"],
         check=True, capture_output=True, timeout=600,
     )  # fmt: skip
     record = json.loads(out.read_text())
@@ -27,4 +28,22 @@ def test_the_quick_run_records_every_comparison(tmp_path, tinyshakespeare):
         for sampler in ("fixed", "variable"):
             test = run["against_start"][sampler]
             assert 0 < test["p_two_sided"] <= 1 and 0 < test["p_start_worse"] <= 1
-    assert record["more_sft"]["iters"] >= 1
+    assert record["more_sft"]["iters"] >= 1 and record["more_sft"]["target_seconds"] == 0.5
+    report = out.with_suffix(".md").read_text()
+    assert "## Paired tests against the start" in report and "wd1_seed0" in report
+
+
+def _bench_module():
+    spec = importlib.util.spec_from_file_location("rl_compare", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_waiting_for_a_run_trained_elsewhere_ends_when_it_finishes_or_times_out(tmp_path):
+    wait_for = _bench_module().wait_for
+    done = tmp_path / "done.json"
+    done.write_text("{}")
+    wait_for(done, 1.0)  # already there: returns at once
+    with pytest.raises(SystemExit, match="did not appear within"):
+        wait_for(tmp_path / "never.json", 0.1)
