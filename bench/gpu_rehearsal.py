@@ -109,7 +109,7 @@ SIZES = {
                    vocab_size=1024, embedding_size=1024),
         lengths=[64, 128, 256],
         max_shard_size="300KB",  # 0.85 MB of bf16 weights: 3 shards
-        budget=256,
+        budget=64,  # two blocks of 32: every step of the path, a quarter of the passes of 256
         cli_timeout=180,
     ),
 }  # fmt: skip
