@@ -7,8 +7,11 @@ import json
 import pytest
 import torch
 
+from minillada.checkpoints.folder import CheckpointError
 from minillada.checkpoints.hf import load_hf_checkpoint
+from minillada.checkpoints.shipped import ship_rl_run
 from minillada.cli.train_rl import main
+from minillada.data.tokenizer import LLaDATokenizer
 
 SMALL = [
     "--prompts-per-step", "2", "--group-size", "3", "--inner-updates", "2", "--save-every", "2",
@@ -40,6 +43,19 @@ def test_a_resumed_run_ends_where_an_unbroken_run_ends(tmp_path, tinyshakespeare
     items = saved["evaluation"]["fixed"]["all"]["correct_items"]
     assert len(items) == saved["evaluation"]["fixed"]["all"]["n"]
     assert sum(items) == saved["evaluation"]["fixed"]["all"]["correct"]
+    if not lora:  # the shipped form (data/checkpoints/rl_shakespeare): weights, tokenizer, record
+        shipped = ship_rl_run(whole, tmp_path / "shipped")
+        assert not (shipped / "optimizer.safetensors").exists()
+        c = weights(shipped)
+        assert all(torch.equal(a[k], c[k]) for k in a)
+        assert json.loads((shipped / "training.json").read_text()) == saved
+        tok = LLaDATokenizer.from_folder(shipped)
+        assert tok.mask_id == LLaDATokenizer.from_folder(whole).mask_id
+
+
+def test_shipping_refuses_an_unfinished_run(tmp_path):
+    with pytest.raises(CheckpointError, match="is it a finished train_rl run"):
+        ship_rl_run(tmp_path, tmp_path / "shipped")
 
 
 @pytest.mark.parametrize(
