@@ -72,7 +72,7 @@ def test_shipped_instruct_model_follows_instructions(tinyshakespeare):
 @pytest.mark.slow
 def test_shipped_rl_model_gives_the_grades_its_record_holds(tinyshakespeare):
     """Lesson 9's model: its record holds the run's settings, curves and every held-out item's
-    grade, and its weights give those grades back (every 10th item, fixed canvas)."""
+    grade, and its weights give those grades back (every 20th item, fixed canvas)."""
     from minillada.checkpoints.shipped import load_rl_shakespeare
     from minillada.data.instructions import make_instruction_data
     from minillada.evaluation.instructions import evaluate_instructions
@@ -87,8 +87,8 @@ def test_shipped_rl_model_gives_the_grades_its_record_holds(tinyshakespeare):
         ev = record["evaluation"][sampler]["all"]
         assert len(ev["correct_items"]) == ev["n"] == len(data.held_out)
         assert sum(ev["correct_items"]) == ev["correct"]
-    items = data.held_out[::10]
+    items = data.held_out[::20]
     scores = evaluate_instructions(model, tok, items, "fixed", 32, 8, progress=False, batch_size=32)
-    recorded = record["evaluation"]["fixed"]["all"]["correct_items"][::10]
+    recorded = record["evaluation"]["fixed"]["all"]["correct_items"][::20]
     agree = sum(a.correct == r for a, r in zip(scores["all"].answers, recorded, strict=True))
     assert agree >= len(items) - 2  # another CPU may round a near-tie the other way
