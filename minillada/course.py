@@ -140,6 +140,19 @@ LESSONS: tuple[Lesson, ...] = (
         "approximate caches and threshold decoding, measured against quality",
         "0.6 / 0.2",
     ),
+    Lesson(
+        9,
+        "09_reinforcement_learning",
+        (
+            "RL with verifiable rewards for a diffusion LM: group advantages (yours, with the "
+            "groups that carry no signal counted), d1's one-step log-probability (yours) and a "
+            "sequence ELBO with their noise measured on shared and independent masks, the clipped "
+            "loss with a KL (yours), GRPO and wd1 on lesson 6's model against more SFT with paired"
+            " tests (no RL run beat SFT here, and the lesson shows why), LoRA from scratch"
+        ),
+        "RL with verifiable rewards: the ratio problem, GRPO and wd1, measured",
+        "3.1 / 0.4",
+    ),
 )
 
 
