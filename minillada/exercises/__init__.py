@@ -161,6 +161,55 @@ def check(
     return CheckResult(True)
 
 
+def diagnosing(
+    reference: Callable,
+    mistakes: list,
+    compare: Callable = assert_same,
+    matches: Callable | None = None,
+    describe: Callable[[str], str] = lambda what: f"Your result is what {what} gives.",
+) -> tuple[Callable, Callable]:
+    """(reference_fn, compare_fn) for ``check`` that name a known mistake: ``compare_fn(expected,
+    got)`` runs ``compare``; on a disagreement every mistake runs on the same input, and the first
+    whose result ``matches(result, got)`` (default: ``compare`` agrees) adds ``describe(what)`` to
+    the message. ``mistakes``: [(what the mistake is, fn with the reference's arguments)]. A
+    mistake that cannot run on the input matches nothing."""
+    if matches is None:
+        matches = agrees(compare)
+    last_args: list = []
+
+    def reference_fn(*args):
+        last_args[:] = args  # check() calls the reference right before compare
+        return reference(*args)
+
+    def compare_fn(expected, got):
+        try:
+            compare(expected, got)
+        except ExerciseFailed as err:
+            for what, mistake in mistakes:
+                try:
+                    matched = matches(mistake(*last_args), got)
+                except Exception:
+                    continue
+                if matched:
+                    raise ExerciseFailed(f"{err}\n{describe(what)}") from None
+            raise
+
+    return reference_fn, compare_fn
+
+
+def agrees(compare: Callable) -> Callable[[Any, Any], bool]:
+    """``compare`` (which raises ExerciseFailed) as a yes/no test."""
+
+    def matches(expected, got) -> bool:
+        try:
+            compare(expected, got)
+        except ExerciseFailed:
+            return False
+        return True
+
+    return matches
+
+
 @contextmanager
 def forbidden(
     *functions: Callable,

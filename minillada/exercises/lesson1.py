@@ -29,6 +29,7 @@ from minillada.exercises import (
     ExerciseFailed,
     assert_same,
     check,
+    diagnosing,
     run_experiment,
     seeded,
 )
@@ -46,28 +47,8 @@ from minillada.training.loop import (
 
 
 def _diagnosing(reference: Callable, mistakes: list, atol: float, rtol: float):
-    """(reference_fn, compare) for ``check``: compare as assert_same with the tolerances; when the
-    answer differs, run every known mistake on the same input and say which one the answer
-    matches. ``mistakes``: [(what the mistake is, fn with the reference's arguments)]."""
-    last_args: list = []
-
-    def reference_fn(*args):
-        last_args[:] = args  # check() calls the reference right before compare
-        return reference(*args)
-
-    def compare(expected, got):
-        try:
-            assert_same(expected, got, atol=atol, rtol=rtol)
-        except ExerciseFailed as err:
-            for what, mistake in mistakes:
-                try:
-                    assert_same(mistake(*last_args), got, atol=atol, rtol=rtol)
-                except (ExerciseFailed, RuntimeError, ValueError):
-                    continue
-                raise ExerciseFailed(f"{err}\nYour result is what {what} gives.") from None
-            raise
-
-    return reference_fn, compare
+    """``diagnosing`` comparing as assert_same with the tolerances."""
+    return diagnosing(reference, mistakes, partial(assert_same, atol=atol, rtol=rtol))
 
 
 # --- Exercise 1.1: bidirectional self-attention with RoPE -----------------------------------------

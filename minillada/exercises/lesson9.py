@@ -22,8 +22,10 @@ from minillada.exercises import (
     Case,
     CheckResult,
     ExerciseFailed,
+    agrees,
     assert_same,
     check,
+    diagnosing,
     run_experiment,
     seeded,
     short_repr,
@@ -45,45 +47,19 @@ class _Problem:
 
 
 def _diagnosing(reference: Callable, mistakes: list, compare: Callable, matches: Callable):
-    """(reference_fn, compare) for ``check``: ``compare(expected, got)`` raises ExerciseFailed on
-    a disagreement; then every known mistake runs on the same input, and the first whose result
-    ``matches(result, got)`` is named. ``mistakes``: [(what the mistake is, fn with the
-    reference's arguments)]."""
-    last_args: list = []
-
-    def reference_fn(*args):
-        last_args[:] = args  # check() calls the reference right before compare
-        return reference(*args)
+    """``diagnosing`` for lesson 9: an unusable answer (a ``_Problem``) fails with its own message
+    before any comparison or mistake is tried."""
+    reference_fn, diagnosed = diagnosing(
+        reference, mistakes, compare, matches,
+        describe=lambda what: f"  Your result is what this mistake gives: {what}.",
+    )  # fmt: skip
 
     def compare_fn(expected, got):
         if isinstance(got, _Problem):
             raise ExerciseFailed(got.message)
-        try:
-            compare(expected, got)
-        except ExerciseFailed as err:
-            for what, mistake in mistakes:
-                try:
-                    matched = matches(mistake(*last_args), got)
-                except Exception:  # a mistake that cannot run on this input matches nothing
-                    continue
-                if matched:
-                    raise ExerciseFailed(
-                        f"{err}\n  Your result is what this mistake gives: {what}."
-                    ) from None
-            raise
+        diagnosed(expected, got)
 
     return reference_fn, compare_fn
-
-
-def _agrees(compare: Callable) -> Callable:
-    def matches(expected, got) -> bool:
-        try:
-            compare(expected, got)
-        except ExerciseFailed:
-            return False
-        return True
-
-    return matches
 
 
 # --- Exercise 9.1: group advantages ---------------------------------------------------------------
@@ -309,7 +285,7 @@ def check_one_step_logprobs(fn: Callable) -> CheckResult:
         return got
 
     reference, compare = _diagnosing(
-        _reference_one_step, ONE_STEP_MISTAKES, _compare_one_step, _agrees(_compare_one_step)
+        _reference_one_step, ONE_STEP_MISTAKES, _compare_one_step, agrees(_compare_one_step)
     )
     return check(
         "Exercise 9.2",
@@ -447,7 +423,7 @@ def check_clipped_loss(fn: Callable) -> CheckResult:
         partial(_loss_and_grad, _reference_loss),
         [(what, partial(_loss_and_grad, m)) for what, m in LOSS_MISTAKES],
         _compare_loss,
-        _agrees(_compare_loss),
+        agrees(_compare_loss),
     )
     return check(
         "Exercise 9.3",
