@@ -14,7 +14,9 @@
    start for as many seconds as the median RL run trained (its seconds per iteration measured
    first on a short probe), scored and tested the same way: does RL beat simply training longer?
 
-Everything is written to ``--out`` as it finishes; runs go to ``--workdir``.
+Everything is written to ``--out`` as it finishes; runs go to ``--workdir``. ``--baselines-from``
+takes parts 1 and 3 from an earlier record of this script (the start and more SFT do not depend on
+the RL settings), so a new RL setting costs only its own runs.
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ def pass_at_k(model, tok, items, k: int, gen_length: int, block_length: int, see
 
 
 def against(start: dict, run: dict) -> dict:
-    """McNemar's exact test of a run against the start, per sampler, on the same items."""
+    """McNemar's exact test of a run against the start (or any model scored on the same items:
+    ``start`` is its evaluation, {sampler: scores}), per sampler."""
     out = {}
     for sampler in SAMPLERS:
         a = start[sampler]["all"]["correct_items"]
@@ -104,7 +107,13 @@ def markdown(record: dict, command: str) -> str:
         "items, temperature 0, 32 tokens in blocks of 8; McNemar's exact test on the same items.",
         "",
         f"RL settings: `{' '.join(record['rl_args'])}` on top of the defaults of "
-        f"`python -m minillada.cli.train_rl`, {record['iters']} iterations per run.",
+        f"`python -m minillada.cli.train_rl`, {record['iters']} iterations per run."
+        + (
+            f" The start's scores and the more-SFT baseline are reused from "
+            f"`{record['baselines_from']}`."
+            if "baselines_from" in record
+            else ""
+        ),
         "",
         "## Accuracy per task",
         "",
@@ -145,6 +154,22 @@ def markdown(record: dict, command: str) -> str:
                 f" | {t['run_only']} | {t['start_only']} | {t['p_two_sided']:.3g} | "
                 f"{t['p_start_worse']:.3g} |"
             )
+    if "more_sft" in record and record.get("rl"):
+        lines += [
+            "",
+            "## Paired tests against more SFT",
+            "",
+            "| run | sampler | more SFT | run | right only in run | only in more SFT | "
+            "p two-sided | p one-sided (run better) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, run in record["rl"].items():
+            versus = against(record["more_sft"]["evaluation"], run)
+            for s, t in versus.items():
+                lines.append(
+                    f"| {name} | {s} | {t['start']:.1%} | {t['run']:.1%} | {t['run_only']} | "
+                    f"{t['start_only']} | {t['p_two_sided']:.3g} | {t['p_start_worse']:.3g} |"
+                )
     if "more_sft" in record:
         m = record["more_sft"]
         lines += ["", f"More SFT: {m['iters']} iterations of lesson 6's recipe, constant lr 3e-5, "
@@ -161,7 +186,8 @@ def markdown(record: dict, command: str) -> str:
                        record["rl"].items() if n.rsplit("_seed", 1)[0] == m)  # fmt: skip
             lines.append(
                 f"- {m}, {s}: {statistics.mean(acc):.1%} (range {min(acc):.1%} to "
-                f"{max(acc):.1%}) over {len(acc)} seeds; {wins} of {len(acc)} beat the start at 5%"
+                f"{max(acc):.1%}) over {len(acc)} seed{'s' * (len(acc) > 1)}; {wins} of "
+                f"{len(acc)} beat the start at 5%"
             )
     return "\n".join(lines) + "\n"
 
@@ -171,7 +197,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--workdir", type=Path, default=Path("runs/rl_compare"))
     ap.add_argument("--methods", default="grpo,wd1")
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument(
+        "--seeds", default="3", help="a count (seeds 0..n-1), or a comma list: 1337,1,2 (one: 7,)"
+    )
     ap.add_argument("--iters", type=int, default=300)
     ap.add_argument("--k", type=int, default=8, help="samples per item for pass@k")
     ap.add_argument("--threads", type=int, default=2)
@@ -185,10 +213,18 @@ def main() -> None:
         default=7200.0,
         help="seconds to wait for a run folder another process is still training",
     )
+    ap.add_argument(
+        "--baselines-from",
+        type=Path,
+        default=None,
+        help="an earlier --out of this script: reuse its start and more-SFT scores",
+    )
     ap.add_argument("rl_args", nargs="*", help="more train_rl flags, after --")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     quick = args.quick
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    seeds = seeds if "," in args.seeds else list(range(seeds[0]))
     per_task = ["--train-per-task", "10", "--held-out-per-task", "1"] if quick else []
     shape = ["--prompts-per-step", "2", "--group-size", "2", "--inner-updates", "2",
              "--save-every", "2", "--steps", "8"] if quick else []  # fmt: skip
@@ -211,11 +247,23 @@ def main() -> None:
     items = make_instruction_data(load_text(), 10 if quick else 10_000, held_out_per_task,
                                   0).held_out  # fmt: skip
     t0 = time.perf_counter()
-    record["start"] = {s: train_rl.score_held_out(model, tok, items, s, gen, block)
-                       for s in SAMPLERS}  # fmt: skip
-    record["start"]["pass_at_k"] = pass_at_k(model, tok, items, 2 if quick else args.k, gen,
-                                             block, seed=0)  # fmt: skip
-    record["start"]["seconds"] = time.perf_counter() - t0
+    earlier = json.loads(args.baselines_from.read_text()) if args.baselines_from else None
+    if earlier is not None:
+        n = earlier["start"]["fixed"]["all"]["n"]
+        if earlier["quick"] != quick or n != len(items) or "more_sft" not in earlier:
+            raise SystemExit(
+                f"--baselines-from {args.baselines_from}: its start was scored on {n} items "
+                f"(quick={earlier['quick']}) and has {'a' if 'more_sft' in earlier else 'no'} "
+                f"more-SFT record; this run needs {len(items)} items (quick={quick}) and both"
+            )
+        record["start"] = earlier["start"]
+        record["baselines_from"] = str(args.baselines_from)
+    else:
+        record["start"] = {s: train_rl.score_held_out(model, tok, items, s, gen, block)
+                           for s in SAMPLERS}  # fmt: skip
+        record["start"]["pass_at_k"] = pass_at_k(model, tok, items, 2 if quick else args.k, gen,
+                                                 block, seed=0)  # fmt: skip
+        record["start"]["seconds"] = time.perf_counter() - t0
     print(json.dumps(record["start"]["pass_at_k"]), flush=True)
     save()
 
@@ -244,12 +292,14 @@ def main() -> None:
                               "evaluation": sft_run["evaluation"]}  # fmt: skip
         save()
 
-    if args.sft_seconds:  # known before the RL runs end: the SFT baseline first
+    if earlier is not None:
+        record["more_sft"] = earlier["more_sft"]
+    elif args.sft_seconds:  # known before the RL runs end: the SFT baseline first
         more_sft(args.sft_seconds, "--sft-seconds")
     record["rl"] = {}
     seconds = []
     for method in args.methods.split(","):
-        for seed in range(args.seeds if not quick else 1):
+        for seed in seeds[:1] if quick else seeds:
             out = args.workdir / f"{method}_seed{seed}"
             if out.exists() and not (out / METRICS_FILE).exists():
                 wait_for(out / METRICS_FILE, args.wait)  # a run started by hand, still going
@@ -273,7 +323,7 @@ def main() -> None:
             print(json.dumps(record["rl"][f"{method}_seed{seed}"]["against_start"]), flush=True)
             save()
     record["rl_median_train_seconds"] = statistics.median(seconds)
-    if not args.sft_seconds:  # more SFT at the RL runs' median wall-clock
+    if earlier is None and not args.sft_seconds:  # more SFT at the RL runs' median wall-clock
         more_sft(statistics.median(seconds), "the RL runs' median")
     save()
     print(json.dumps({k: v for k, v in record.items() if k != "environment"}, indent=1))

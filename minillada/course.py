@@ -146,12 +146,13 @@ LESSONS: tuple[Lesson, ...] = (
         (
             "RL with verifiable rewards for a diffusion LM: group advantages (yours, with the "
             "groups that carry no signal counted), d1's one-step log-probability (yours) and a "
-            "sequence ELBO with their noise measured on shared and independent masks, the clipped "
-            "loss with a KL (yours), GRPO and wd1 on lesson 6's model against more SFT with paired"
-            " tests (no RL run beat SFT here, and the lesson shows why), LoRA from scratch"
+            "sequence ELBO with their noise measured on shared and independent masks, a replay of "
+            "the sampler's own steps, the clipped loss with a KL (yours), GRPO and wd1 on lesson "
+            "6's model against more SFT with paired tests, the headroom by rollout temperature "
+            "(no RL run beat SFT here, and the lesson shows why), LoRA from scratch"
         ),
         "RL with verifiable rewards: the ratio problem, GRPO and wd1, measured",
-        "3.1 / 0.4",
+        "3.5 / 0.7",
     ),
 )
 

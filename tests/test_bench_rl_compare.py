@@ -31,6 +31,22 @@ def test_the_quick_run_records_every_comparison(tmp_path, tinyshakespeare):
     assert record["more_sft"]["iters"] >= 1 and record["more_sft"]["target_seconds"] == 0.5
     report = out.with_suffix(".md").read_text()
     assert "## Paired tests against the start" in report and "wd1_seed0" in report
+    assert "## Paired tests against more SFT" in report
+
+    # a new RL setting on the same baselines, with a seed named: only its own run is trained
+    again = tmp_path / "again.json"
+    subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--threads", "1", "--out", str(again),
+         "--workdir", str(tmp_path / "runs_trajectory"), "--methods", "grpo", "--seeds", "5,",
+         "--baselines-from", str(out), "--", "--estimator", "trajectory"],
+        check=True, capture_output=True, timeout=600,
+    )  # fmt: skip
+    second = json.loads(again.read_text())
+    assert second["start"] == record["start"] and second["more_sft"] == record["more_sft"]
+    assert "--estimator trajectory" in second["rl"]["grpo_seed5"]["command"]
+    assert "--seed 5" in second["rl"]["grpo_seed5"]["command"]
+    assert not (tmp_path / "runs_trajectory" / "sft_more").exists()
+    assert "reused from" in again.with_suffix(".md").read_text()
 
 
 def _bench_module():

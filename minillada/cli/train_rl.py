@@ -60,9 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--iters", type=int, default=d.max_iters, help="optimizer steps in all")
     ap.add_argument("--save-every", type=int, default=50)
     ap.add_argument("--method", choices=("grpo", "wd1"), default=d.method)
-    ap.add_argument("--estimator", choices=("one_step", "elbo"), default=d.estimator)
+    ap.add_argument("--estimator", choices=("one_step", "elbo", "trajectory"), default=d.estimator)
     ap.add_argument("--p-mask", type=float, default=d.p_mask)
     ap.add_argument("--elbo-draws", type=int, default=d.elbo_draws)
+    ap.add_argument(
+        "--trajectory-group",
+        type=int,
+        default=d.trajectory_group,
+        help="trajectory: sampler steps per scoring pass (1: each token on its canvas)",
+    )
     ap.add_argument("--complementary", action="store_true")
     ap.add_argument("--prompts-per-step", type=int, default=d.prompts_per_step)
     ap.add_argument("--group-size", type=int, default=d.group_size)
@@ -150,6 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
         prompts_per_step=args.prompts_per_step, group_size=args.group_size,
         inner_updates=args.inner_updates, method=args.method, estimator=args.estimator,
         p_mask=args.p_mask, elbo_draws=args.elbo_draws, complementary=args.complementary,
+        trajectory_group=args.trajectory_group,
         clip_eps=args.clip_eps, beta=args.beta, advantage_scale=args.advantage_scale,
         gen_length=args.gen_length, block_length=args.block_length, steps=args.steps,
         temperature=args.temperature, count_padding=args.count_padding,

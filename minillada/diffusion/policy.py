@@ -14,6 +14,15 @@ explode. Two estimates and one rule:
   ``complementary=True`` every draw is paired with the mask of the other C - l tokens (DiffuCoder's
   coupled pass): each token is scored once per pair, and the pair's two halves are negatively
   correlated.
+* **The sampler's own trajectory** (TraceRL, Wang et al. 2025): the rollout recorded the step at
+  which each completion token was revealed. Replaying it, each token is scored from the canvas the
+  sampler saw when it chose that token: the earlier-revealed tokens in place, the rest masked. With
+  ``group=1`` that is one pass per step, and each token gets the log-probability the model gave it
+  on the very canvas it was drawn from (not the probability of the whole trajectory: which
+  positions a step reveals depends on the draws at the others, and is not scored). ``group=s``
+  scores s consecutive steps from one pass, the canvas before the first of them; ``group=K`` (all
+  steps) is the one-step estimate at p_mask 0. Nothing is drawn: the old, current and reference
+  policies see the same canvases, so the log-ratio has no estimation noise at all.
 * **Common random numbers**: draw the masks once (``draw_one_step``, ``draw_elbo``) and score the
   current, the old and the reference policy on the *same* draws. The noise of the masks then cancels
   in the log-ratio; a model compared with itself gives exactly 0 (VRPO's antithetic sampling, d1's
@@ -99,6 +108,36 @@ def draw_elbo(
     return ElboDraws(masked=masked, weights=C / counts.double())
 
 
+@dataclass(frozen=True)
+class TrajectoryDraw:
+    """Which pass scores each completion token when the rollout is replayed: no randomness, only
+    the rollout's own reveal order."""
+
+    chunk: torch.Tensor  # (B, C) long: token (b, c) is scored by pass chunk[b, c]; earlier chunks
+    # are in place in that pass, this and later ones masked
+
+    @property
+    def passes(self) -> int:
+        return int(self.chunk.max()) + 1
+
+
+def draw_trajectory(reveal_step: torch.Tensor, group: int = 1) -> TrajectoryDraw:
+    """reveal_step (B, C): the step (1..K) at which the sampler revealed each completion token
+    (``Trace.reveal_step()`` cut to the completion). Steps are taken ``group`` at a time: the K
+    steps become ceil(K / group) passes. A position still masked at the end (-1: the model proposed
+    the mask id itself there, which the sampler leaves masked) is scored with the last step's."""
+    if group < 1:
+        raise ValueError(f"group is the number of steps one pass scores, must be >= 1; got {group}")
+    if (reveal_step == 0).any() or (reveal_step < -1).any():
+        raise ValueError(
+            "reveal_step must hold the step (>= 1) that revealed each completion position, or -1 "
+            "where none did; got a prompt position (0): pass trace.reveal_step()[:, P:]"
+        )
+    last = int(reveal_step.max())
+    step = torch.where(reveal_step == -1, max(last, 1), reveal_step.long())
+    return TrajectoryDraw(chunk=(step - 1) // group)
+
+
 def _completion_log_probs(
     model: Callable,
     prompt: torch.Tensor,
@@ -165,3 +204,31 @@ def sequence_elbo(
         logp = _completion_log_probs(model, prompt, completion, canvas, prompt_keep)  # (B, C)
         total = total + (logp.double() * masked).sum(1) * weight.to(total.device)
     return total / n
+
+
+def trajectory_logprobs(
+    model: Callable,
+    prompt: torch.Tensor,
+    completion: torch.Tensor,
+    mask_id: int,
+    draw: TrajectoryDraw,
+    prompt_keep: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-token log-probabilities along the rollout's own trajectory (TraceRL's estimate): token
+    (b, c) is read from the pass whose canvas holds every token of an earlier chunk and masks the
+    rest. prompt (B, P), completion (B, C) -> (B, C), with the graph. ``draw.passes`` passes."""
+    if draw.chunk.shape != completion.shape:
+        raise ValueError(
+            f"the trajectory covers completions of shape {tuple(draw.chunk.shape)} but the "
+            f"completion has shape {tuple(completion.shape)}"
+        )
+    chunk = draw.chunk.to(completion.device)
+    out = None
+    for j in range(draw.passes):
+        scored = chunk == j  # (B, C)
+        if not scored.any():
+            continue
+        canvas = torch.cat([prompt, completion.masked_fill(chunk >= j, mask_id)], 1)  # (B, P + C)
+        logp = _completion_log_probs(model, prompt, completion, canvas, prompt_keep)  # (B, C)
+        out = torch.where(scored, logp, torch.zeros_like(logp) if out is None else out)
+    return out

@@ -8,7 +8,9 @@ current, the old (rollout-time) and the reference policy (``minillada.diffusion.
 
 * ``method="grpo"``: d1's clipped token-level loss with a k3 KL (``estimator="one_step"``), or a
   sequence-level ratio exp((B_theta - B_old) / C) of ELBO estimates (``estimator="elbo"``, ESPO's
-  form), clipped the same way.
+  form), clipped the same way; or per token along the rollout's own trajectory
+  (``estimator="trajectory"``, TraceRL's replay: each token scored from the canvas the sampler
+  chose it on, ``trajectory_group`` steps per pass; no mask draws at all).
 * ``method="wd1"``: wd1's ratio-free weighted likelihood; no old policy is needed.
 
 A completion is the generated canvas of ``gen_length`` tokens. As d1 (and TRL's GRPO) does, the
@@ -37,8 +39,10 @@ from minillada.diffusion.policy import (
     check_p_mask,
     draw_elbo,
     draw_one_step,
+    draw_trajectory,
     one_step_logprobs,
     sequence_elbo,
+    trajectory_logprobs,
 )
 from minillada.sampling.generate import generate
 from minillada.sampling.variable_length import until_stop
@@ -67,10 +71,11 @@ class RLConfig(TrainConfig):
     group_size: int = 8  # G completions per prompt
     inner_updates: int = 2  # mu: optimizer steps per rollout
     method: Literal["grpo", "wd1"] = "grpo"
-    estimator: Literal["one_step", "elbo"] = "one_step"
+    estimator: Literal["one_step", "elbo", "trajectory"] = "one_step"
     p_mask: float = 0.0  # one-step: probability of masking each prompt token (d1: 0.15)
     elbo_draws: int = 2  # elbo: mask draws per completion
     complementary: bool = False  # elbo: add each draw's complement
+    trajectory_group: int = 1  # trajectory: sampler steps scored by one pass
     clip_eps: float = 0.2
     beta: float = 0.0  # weight of the k3 KL to the reference (d1: 0.04)
     advantage_scale: Literal["none", "std"] = "none"
@@ -84,15 +89,20 @@ class RLConfig(TrainConfig):
         """Every setting an RL run reads, checked before any rollout is generated."""
         if self.method not in ("grpo", "wd1"):
             raise ValueError(f"method must be 'grpo' or 'wd1', got {self.method!r}")
-        if self.estimator not in ("one_step", "elbo"):
-            raise ValueError(f"estimator must be 'one_step' or 'elbo', got {self.estimator!r}")
+        if self.estimator not in ("one_step", "elbo", "trajectory"):
+            raise ValueError(
+                f"estimator must be 'one_step', 'elbo' or 'trajectory', got {self.estimator!r}"
+            )
         if self.group_size < 2:
             raise ValueError(
                 f"group_size must be at least 2 (the group's mean is the baseline), got "
                 f"{self.group_size}"
             )
-        if self.inner_updates < 1 or self.prompts_per_step < 1 or self.elbo_draws < 1:
-            raise ValueError("inner_updates, prompts_per_step and elbo_draws must be at least 1")
+        counts = (self.inner_updates, self.prompts_per_step, self.elbo_draws, self.trajectory_group)
+        if min(counts) < 1:
+            raise ValueError(
+                "inner_updates, prompts_per_step, elbo_draws and trajectory_group must be >= 1"
+            )
         check_p_mask(self.p_mask)
         if self.temperature <= 0:
             raise ValueError(
@@ -120,10 +130,12 @@ class Rollout:
 
 
 def _estimate(model, r: Rollout, cfg: RLConfig, draw, mask_id: int) -> torch.Tensor:
-    """The policy's log-probabilities on ``draw``: (B, C) per token (one-step) or (B,) per
-    sequence (ELBO)."""
+    """The policy's log-probabilities on ``draw``: (B, C) per token (one-step, trajectory) or
+    (B,) per sequence (ELBO)."""
     if cfg.estimator == "one_step":
         return one_step_logprobs(model, r.prompt, r.completion, mask_id, draw, r.prompt_keep)
+    if cfg.estimator == "trajectory":
+        return trajectory_logprobs(model, r.prompt, r.completion, mask_id, draw, r.prompt_keep)
     return sequence_elbo(model, r.prompt, r.completion, mask_id, draw, r.prompt_keep)
 
 
@@ -155,12 +167,16 @@ def make_rollout(
     padded = tokenizer.pad_left(rows)
     was_training = model.training
     model.eval()
+    replay = cfg.estimator == "trajectory"
     canvas = generate(
         model, padded.input_ids, cfg.gen_length, cfg.block_length, cfg.steps, tokenizer.mask_id,
         temperature=cfg.temperature, attention_mask=padded.attention_mask,
-        pad_id=tokenizer.pad_id, generator=generator,
+        pad_id=tokenizer.pad_id, generator=generator, trace=replay,
     )  # fmt: skip
     P = padded.input_ids.shape[1]
+    if replay:
+        canvas, trace = canvas
+        reveal_step = trace.reveal_step()[:, P:].cpu()  # (B, C)
     completion = canvas[:, P:]  # (B, C)
     rewards, lengths = [], []
     for b, row in enumerate(completion.cpu()):
@@ -173,6 +189,8 @@ def make_rollout(
     B, C = completion.shape
     if cfg.estimator == "one_step":
         draws = [draw_one_step(keep, cfg.p_mask, generator) for _ in range(cfg.inner_updates)]
+    elif replay:  # the same canvases for every inner update: nothing random to redraw
+        draws = [draw_trajectory(reveal_step, cfg.trajectory_group)] * cfg.inner_updates
     else:
         draws = [
             draw_elbo(B, C, cfg.elbo_draws, generator, cfg.complementary)

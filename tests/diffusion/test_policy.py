@@ -1,4 +1,5 @@
-"""Policy log-probabilities for RL: d1's one-step estimate and the sequence ELBO, shared draws."""
+"""Policy log-probabilities for RL: d1's one-step estimate, the sequence ELBO, shared draws, and the
+replay of a rollout's own trajectory."""
 
 import math
 
@@ -9,10 +10,13 @@ from minillada.diffusion.likelihood import estimate_conditional_nll
 from minillada.diffusion.policy import (
     draw_elbo,
     draw_one_step,
+    draw_trajectory,
     one_step_logprobs,
     sequence_elbo,
+    trajectory_logprobs,
 )
 from minillada.models.llada import LLaDAModel, preset
+from minillada.sampling.generate import generate
 
 MASK = 5
 
@@ -159,3 +163,59 @@ def test_estimates_carry_the_graph_and_mismatched_draws_are_errors(model):
     draws = draw_elbo(4, 8, 1)
     with pytest.raises(ValueError, match="draw once per batch"):
         sequence_elbo(model, prompt, completion[:, :7], MASK, draws)
+
+
+def greedy_rollout(model, P=6, C=8, block=4, steps=8, temperature=0.0):
+    prompt, _ = batch(B=3, P=P, C=C, seed=3)
+    g = torch.Generator().manual_seed(1)
+    canvas, trace = generate(model, prompt, C, block, steps, MASK, temperature=temperature,
+                             logits_mask_inf=True, generator=g, trace=True)  # fmt: skip
+    return prompt, canvas[:, P:], trace.reveal_step()[:, P:], trace
+
+
+def test_replaying_a_greedy_rollout_step_by_step_scores_every_token_as_its_passs_argmax(model):
+    """group=1 rebuilds the canvas the sampler saw before each step, so each greedy token is the
+    most likely token of the pass that scores it, with the log-probability the sampler saw."""
+    prompt, completion, reveal, trace = greedy_rollout(model)
+    draw = draw_trajectory(reveal, group=1)
+    assert draw.passes == trace.num_steps == 8
+    with torch.no_grad():
+        logp = trajectory_logprobs(model, prompt, completion, MASK, draw)
+        P = prompt.shape[1]
+        for k in range(trace.num_steps):  # step k + 1 saw canvases[k]
+            seen = model(trace.canvases[k])[:, P:].log_softmax(-1)  # (B, C, V)
+            best = seen.clone()
+            best[..., MASK] = -math.inf  # the rollout never proposes the mask (logits_mask_inf)
+            now = reveal == k + 1
+            assert torch.allclose(logp[now], best.max(-1).values[now], atol=1e-12)
+            assert torch.equal(completion[now], best.argmax(-1)[now])
+
+
+def test_one_group_of_every_step_is_the_one_step_estimate_and_replays_are_deterministic(model):
+    prompt, completion, reveal, _ = greedy_rollout(model, temperature=1.0)
+    keep = torch.ones_like(prompt, dtype=torch.bool)
+    with torch.no_grad():
+        whole = trajectory_logprobs(model, prompt, completion, MASK, draw_trajectory(reveal, 8))
+        one_step = one_step_logprobs(model, prompt, completion, MASK, draw_one_step(keep, 0.0))
+        blocks = draw_trajectory(reveal, group=2)  # 2 steps per block of 4: one pass per block
+        a = trajectory_logprobs(model, prompt, completion, MASK, blocks)
+        b = trajectory_logprobs(model, prompt, completion, MASK, blocks)
+        other = trajectory_logprobs(nudged(model), prompt, completion, MASK, blocks)
+    assert torch.allclose(whole, one_step, atol=1e-12)
+    assert blocks.passes == 4 and torch.equal(a, b)
+    assert 0 < (other - a).abs().max() < 0.1  # a nearby policy: a small, noise-free log-ratio
+    # a later block is scored with the earlier blocks in place, so it differs from one-step
+    assert not torch.allclose(a[:, 4:], one_step[:, 4:], atol=1e-6)
+
+
+def test_a_trajectory_refuses_prompt_positions_and_scores_a_never_revealed_one_last(model):
+    prompt, completion, reveal, _ = greedy_rollout(model)
+    with pytest.raises(ValueError, match="got a prompt position"):
+        draw_trajectory(torch.cat([torch.zeros_like(reveal[:, :1]), reveal], 1))
+    unrevealed = reveal.clone()
+    unrevealed[0, 0] = -1  # the sampler left it masked (the model proposed the mask id there)
+    assert draw_trajectory(unrevealed, 1).chunk[0, 0] == reveal.max() - 1
+    with pytest.raises(ValueError, match="must be >= 1"):
+        draw_trajectory(reveal, group=0)
+    with pytest.raises(ValueError, match="completion has shape"):
+        trajectory_logprobs(model, prompt, completion[:, :7], MASK, draw_trajectory(reveal))

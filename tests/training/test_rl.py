@@ -96,7 +96,12 @@ def test_lora_trains_only_the_adapters_against_the_base_as_reference(shipped):
 
 @pytest.mark.parametrize(
     "overrides",
-    [dict(method="wd1"), dict(estimator="elbo", complementary=True), dict(inner_updates=1)],
+    [
+        dict(method="wd1"),
+        dict(estimator="elbo", complementary=True),
+        dict(inner_updates=1),
+        dict(estimator="trajectory", trajectory_group=4),
+    ],
 )
 def test_the_other_estimators_and_methods_run(shipped, overrides):
     model, tok, prompts, grade = setup(shipped)

@@ -1,0 +1,129 @@
+"""The headroom a policy gradient can use, by rollout temperature (issue 25).
+
+    ATEN_CPU_CAPABILITY=avx2 python bench/rl_headroom.py --out bench/rl_headroom.json
+    python bench/rl_headroom.py --quick --out /tmp/headroom.json      # every part, tiny (the test)
+
+RL makes a model prefer answers it already samples sometimes. On lesson 6's held-out items of the
+tasks the RL runs train on (``--tasks``), this samples k answers per item at each temperature (the
+fixed canvas, 32 tokens in blocks of 8, one token per step, as the rollouts do) and counts the items
+with at least one exact answer (pass@k), against the greedy answer (temperature 0) on the same
+items: pass@k minus greedy is the most that sharpening the sampled answers can add to greedy
+accuracy.
+Also the mean accuracy of one answer at each temperature. Writes ``--out`` and the .md beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from minillada.checkpoints.hf import load_hf_checkpoint
+from minillada.checkpoints.shipped import INSTRUCT_SHAKESPEARE, shipped_checkpoint
+from minillada.data.downloads import load_text
+from minillada.data.instructions import encode_example, make_instruction_data
+from minillada.data.tokenizer import LLaDATokenizer
+from minillada.estimate import wilson_interval
+from minillada.evaluation.rewards import exact_match
+from minillada.runtime import environment_report, processor_name
+from minillada.sampling.generate import generate
+from minillada.sampling.variable_length import until_stop
+
+GEN, BLOCK = 32, 8
+
+
+@torch.no_grad()
+def grades_at(model, tok, items, temperature: float, k: int, seed: int) -> list[list[bool]]:
+    """k exact-match grades per item at ``temperature`` (k = 1 at temperature 0: greedy)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for e in items:
+        prompt = encode_example(tok, e)[0]
+        canvas = generate(model, torch.tensor([prompt] * k), GEN, BLOCK, GEN, tok.mask_id,
+                          temperature=temperature, generator=g)  # fmt: skip
+        out.append([
+            exact_match(tok.decode(until_stop(r, tok.stop_ids), True), e.answer)
+            for r in canvas[:, len(prompt):]
+        ])  # fmt: skip
+    return out
+
+
+def markdown(record: dict) -> str:
+    """bench/rl_headroom.md: every number from the record."""
+    n, k, tasks = record["n"], record["k"], record["tasks"]
+    lines = [
+        "# Headroom for RL by rollout temperature (issue 25)",
+        "",
+        f"`{record['command']}`: lesson 6's model on its {n} held-out "
+        f"`{'`, `'.join(tasks)}` items, on {record['machine']}, "
+        f"torch {record['environment'].get('torch', '?')}; fixed canvas, {GEN} tokens in blocks of "
+        f"{BLOCK}, one token per step. Greedy (temperature 0): {record['greedy']}/{n} exact.",
+        "",
+        f"| temperature | pass@{k} [95% interval] | right in some sample, not greedy "
+        "| right greedy, in no sample | one answer |",
+        "|---|---|---|---|---|",
+    ]
+    for t, r in record["temperatures"].items():
+        lo, hi = r["interval95"]
+        lines.append(
+            f"| {t} | {r['pass_at_k']}/{n} = {r['pass_at_k'] / n:.1%} [{lo:.1%}, {hi:.1%}] "
+            f"| {r['pass_not_greedy']} | {r['greedy_not_pass']} | {r['one_answer']:.1%} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--tasks", default="reverse,repeat")
+    ap.add_argument("--temperatures", default="0.3,0.6,1.0")
+    ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="2 items, k = 2: tests the script")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    tasks = args.tasks.split(",")
+    temperatures = [float(t) for t in args.temperatures.split(",")]
+    if any(t <= 0 for t in temperatures):
+        raise SystemExit(
+            f"--temperatures must all be > 0 (greedy is always scored), got {temperatures}"
+        )
+    k = 2 if args.quick else args.k
+    base = shipped_checkpoint(INSTRUCT_SHAKESPEARE)
+    model = load_hf_checkpoint(base, dtype=torch.float32).eval()
+    tok = LLaDATokenizer.from_folder(base)
+    held_out = make_instruction_data(load_text(), 10_000, 100, 0).held_out  # lesson 6's split
+    items = [e for e in held_out if e.task in tasks][: 2 if args.quick else None]
+    if not items:
+        raise SystemExit(
+            f"--tasks {args.tasks}: no held-out items; the tasks are "
+            f"{sorted({e.task for e in held_out})}"
+        )
+    greedy = [g[0] for g in grades_at(model, tok, items, 0.0, 1, 0)]
+    record = {"command": "python bench/rl_headroom.py " + " ".join(sys.argv[1:]),
+              "machine": processor_name(), "environment": environment_report(), "tasks": tasks,
+              "n": len(items), "k": k, "greedy": sum(map(bool, greedy)),
+              "temperatures": {}}  # fmt: skip
+    for t in temperatures:
+        t0 = time.perf_counter()
+        grades = grades_at(model, tok, items, t, k, seed=0)
+        passed = [any(g) for g in grades]
+        record["temperatures"][str(t)] = {
+            "pass_at_k": sum(passed),
+            "interval95": list(wilson_interval(sum(passed), len(items))),
+            "one_answer": sum(map(sum, grades)) / (k * len(items)),
+            "pass_not_greedy": sum(bool(p and not g) for p, g in zip(passed, greedy, strict=True)),
+            "greedy_not_pass": sum(bool(g and not p) for p, g in zip(passed, greedy, strict=True)),
+            "seconds": time.perf_counter() - t0,
+        }
+        print(t, json.dumps(record["temperatures"][str(t)]), flush=True)
+    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(record))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""bench/rl_headroom.py: its quick run scores greedy and pass@k per temperature on the shipped model
+and the real data path, and the counts agree with each other."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "rl_headroom.py"
+
+
+def test_the_quick_run_records_pass_at_k_beside_greedy(tmp_path, tinyshakespeare):
+    out = tmp_path / "headroom.json"
+    subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--out", str(out), "--temperatures", "0.5,1"],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    record = json.loads(out.read_text())
+    assert record["n"] == 2 and record["k"] == 2 and set(record["temperatures"]) == {"0.5", "1.0"}
+    for r in record["temperatures"].values():
+        # pass@k = greedy + (right only in some sample) - (right only greedy)
+        assert r["pass_at_k"] == record["greedy"] + r["pass_not_greedy"] - r["greedy_not_pass"]
+        assert 0 <= r["one_answer"] <= 1
+        counts = ("pass_at_k", "pass_not_greedy", "greedy_not_pass")
+        assert all(isinstance(r[c], int) for c in counts)
+    assert "| 0.5 |" in out.with_suffix(".md").read_text()
+
+
+def test_a_temperature_of_zero_is_refused(tmp_path):
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path / "h.json"),
+         "--temperatures", "0"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode != 0 and "must all be > 0" in run.stderr
