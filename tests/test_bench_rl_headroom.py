@@ -1,10 +1,13 @@
 """bench/rl_headroom.py: its quick run scores greedy and pass@k per temperature on the shipped model
 and the real data path, and the counts agree with each other."""
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "rl_headroom.py"
 
@@ -26,10 +29,12 @@ def test_the_quick_run_records_pass_at_k_beside_greedy(tmp_path, tinyshakespeare
     assert "| 0.5 |" in out.with_suffix(".md").read_text()
 
 
-def test_a_temperature_of_zero_is_refused(tmp_path):
-    run = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path / "h.json"),
-         "--temperatures", "0"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert run.returncode != 0 and "must all be > 0" in run.stderr
+def test_a_temperature_of_zero_is_refused_before_the_model_loads(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("rl_headroom", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    argv = [str(SCRIPT), "--out", str(tmp_path / "h.json"), "--temperatures", "0.3,0"]
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setattr(module, "load_hf_checkpoint", None)  # reached only after the check
+    with pytest.raises(SystemExit, match="must all be > 0"):
+        module.main()
