@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import time
@@ -34,13 +35,11 @@ from minillada.checkpoints.hf import load_hf_checkpoint
 from minillada.checkpoints.shipped import INSTRUCT_SHAKESPEARE, METRICS_FILE, shipped_checkpoint
 from minillada.cli import train_rl, train_sft
 from minillada.data.downloads import load_text
-from minillada.data.instructions import TASKS, encode_example, make_instruction_data
+from minillada.data.instructions import TASKS, make_instruction_data
 from minillada.data.tokenizer import LLaDATokenizer
 from minillada.estimate import paired_comparison, wilson_interval
-from minillada.evaluation.rewards import exact_match
+from minillada.evaluation.instructions import sampled_grades
 from minillada.runtime import environment_report, processor_name
-from minillada.sampling.generate import generate
-from minillada.sampling.variable_length import until_stop
 
 SAMPLERS = ("fixed", "variable")
 
@@ -49,23 +48,22 @@ SAMPLERS = ("fixed", "variable")
 def pass_at_k(model, tok, items, k: int, gen_length: int, block_length: int, seed: int) -> dict:
     """k samples per item at temperature 1 (fixed canvas, one token per step); an item passes if
     any sample is exact. Also the mean single-sample accuracy (pass@1 at temperature 1)."""
-    g = torch.Generator().manual_seed(seed)
-    passed, single = [], 0
-    for e in items:
-        prompt = encode_example(tok, e)[0]
-        rows = torch.tensor([prompt] * k)
-        canvas = generate(model, rows, gen_length, block_length, gen_length, tok.mask_id,
-                          temperature=1.0, generator=g)  # fmt: skip
-        grades = [
-            exact_match(tok.decode(until_stop(r, tok.stop_ids), True), e.answer)
-            for r in canvas[:, len(prompt) :]
-        ]
-        passed.append(any(grades))
-        single += sum(grades)
+    grades = sampled_grades(model, tok, items, k, 1.0, gen_length, block_length, seed)
+    passed = sum(any(g) for g in grades)
     n = len(items)
-    return {"k": k, "n": n, "pass_at_k": sum(passed) / n,
-            "interval95": list(wilson_interval(sum(passed), n)),
-            "temperature_1_accuracy": single / (n * k)}  # fmt: skip
+    return {"k": k, "n": n, "pass_at_k": passed / n,
+            "interval95": list(wilson_interval(passed, n)),
+            "temperature_1_accuracy": sum(map(sum, grades)) / (n * k)}  # fmt: skip
+
+
+def signal_per_rollout(run: dict) -> dict:
+    """How much each rollout could teach: its groups whose answers' rewards differ (a group whose
+    rewards are all equal has advantage 0 everywhere), averaged over the run's rollouts."""
+    cfg, history = run["rl_config"], run["history"]
+    zero = history["zero_variance_groups"][:: cfg["inner_updates"]]  # one entry per rollout
+    return {"rollouts": len(zero), "prompts_per_rollout": cfg["prompts_per_step"],
+            "groups_with_signal_per_rollout":
+                cfg["prompts_per_step"] * (1 - sum(zero) / len(zero))}  # fmt: skip
 
 
 def against(start: dict, run: dict) -> dict:
@@ -109,8 +107,13 @@ def markdown(record: dict, command: str) -> str:
         f"RL settings: `{' '.join(record['rl_args'])}` on top of the defaults of "
         f"`python -m minillada.cli.train_rl`, {record['iters']} iterations per run."
         + (
-            f" The start's scores and the more-SFT baseline are reused from "
-            f"`{record['baselines_from']}`."
+            (
+                f" The start's scores and the more-SFT baseline are reused from "
+                f"`{record['baselines_from']}`."
+                if record.get("more_sft_reused", True)
+                else f" The start's scores are reused from `{record['baselines_from']}`; more "
+                "SFT is trained again."
+            )
             if "baselines_from" in record
             else ""
         ),
@@ -154,6 +157,16 @@ def markdown(record: dict, command: str) -> str:
                 f" | {t['run_only']} | {t['start_only']} | {t['p_two_sided']:.3g} | "
                 f"{t['p_start_worse']:.3g} |"
             )
+    if any("groups_with_signal_per_rollout" in r for r in record.get("rl", {}).values()):
+        lines += ["", "## What the rollouts held", "",
+                  "| run | rollouts | prompts per rollout | groups with signal per rollout "
+                  "| reward, first and last iteration |", "|---|---|---|---|---|"]  # fmt: skip
+        for name, run in record["rl"].items():
+            if "groups_with_signal_per_rollout" in run:
+                first, last = run["reward_first_last"]
+                lines.append(f"| {name} | {run['rollouts']} | {run['prompts_per_rollout']} | "
+                             f"{run['groups_with_signal_per_rollout']:.1f} | {first:.3f}, "
+                             f"{last:.3f} |")  # fmt: skip
     if "more_sft" in record and record.get("rl"):
         lines += [
             "",
@@ -173,9 +186,19 @@ def markdown(record: dict, command: str) -> str:
     if "more_sft" in record:
         m = record["more_sft"]
         lines += ["", f"More SFT: {m['iters']} iterations of lesson 6's recipe, constant lr 3e-5, "
-                  f"{m['train_seconds']:.0f} s of training (target {m['target_seconds']:.0f} s, "
-                  f"from {m['target_from']}; the RL runs' median was "
+                  f"{m['train_seconds']:.0f} s of training ("
+                  + (f"target {m['target_seconds']:.0f} s, " if m["target_seconds"] else "")
+                  + f"from {m['target_from']}; the RL runs' median was "
                   f"{record.get('rl_median_train_seconds', float('nan')):.0f} s)."]  # fmt: skip
+        if "rl_probe" in record:
+            r = record["rl_probe"]
+            lines[-1] += (
+                f" Both timed alone on this machine, {record['threads']} thread(s): the RL setting "
+                f"{r['seconds_per_iter']:.2f} s per iteration ({r['iters']} iterations in "
+                f"{r['train_seconds']:.0f} s), SFT {m['seconds_per_iter']:.3f} s per iteration (a "
+                "short probe); the RL runs' recorded seconds are longer where other runs shared "
+                "the machine."
+            )
     lines += ["", "## Per method: mean and range over seeds", ""]
     methods = sorted({n.rsplit("_seed", 1)[0] for n in record.get("rl", {})})
     for m in methods:
@@ -207,6 +230,13 @@ def main() -> None:
     ap.add_argument("--sft-seconds", type=float, default=0.0,
                     help="train more SFT this long, before the RL runs (default: after them, "
                     "for the RL runs' median seconds)")  # fmt: skip
+    ap.add_argument("--sft-iters", type=int, default=0,
+                    help="train more SFT for exactly this many iterations (no probe): matches a "
+                    "wall-clock measured earlier at a known seconds per iteration")  # fmt: skip
+    ap.add_argument("--rl-probe-iters", type=int, default=0,
+                    help="match more SFT to K iterations of the RL setting timed alone (then "
+                    "scaled to --iters), not to the RL runs' recorded seconds, which count "
+                    "whatever else the machine ran beside them")  # fmt: skip
     ap.add_argument(
         "--wait",
         type=float,
@@ -217,7 +247,8 @@ def main() -> None:
         "--baselines-from",
         type=Path,
         default=None,
-        help="an earlier --out of this script: reuse its start and more-SFT scores",
+        help="an earlier --out of this script: reuse its start and more-SFT scores (its start "
+        "only, with --sft-seconds or --sft-iters: more SFT is trained again)",
     )
     ap.add_argument("rl_args", nargs="*", help="more train_rl flags, after --")
     args = ap.parse_args()
@@ -267,16 +298,20 @@ def main() -> None:
     print(json.dumps(record["start"]["pass_at_k"]), flush=True)
     save()
 
-    def more_sft(seconds: float, source: str) -> None:
+    def more_sft(seconds: float | None, source: str) -> None:
         """Lesson 6's recipe continued from the start for ``seconds`` of training (its seconds
-        per iteration from a short probe), scored and tested like an RL run."""
-        probe_iters = 2 if quick else 20
-        probe = train_sft.main(["--recipe", "llada", "--base", str(base), "--out",
-                                str(args.workdir / "sft_probe"), "--iters", str(probe_iters),
-                                "--eval-interval", "0", "--threads", str(args.threads),
-                                "--no-final-eval", *per_task])  # fmt: skip
-        per_iter = probe["train_seconds"] / probe_iters
-        sft_iters = max(1, round(seconds / per_iter))
+        per iteration from a short probe; or exactly --sft-iters iterations), scored and tested
+        like an RL run."""
+        if args.sft_iters:
+            per_iter, sft_iters = None, args.sft_iters
+        else:
+            probe_iters = 2 if quick else 20
+            probe = train_sft.main(["--recipe", "llada", "--base", str(base), "--out",
+                                    str(args.workdir / "sft_probe"), "--iters", str(probe_iters),
+                                    "--eval-interval", "0", "--threads", str(args.threads),
+                                    "--no-final-eval", *per_task])  # fmt: skip
+            per_iter = probe["train_seconds"] / probe_iters
+            sft_iters = max(1, round(seconds / per_iter))
         sft = train_sft.main(["--recipe", "llada", "--base", str(base), "--out",
                               str(args.workdir / "sft_more"), "--iters", str(sft_iters),
                               "--lr", "3e-5", "--min-lr", "3e-5", "--warmup", "0",
@@ -292,8 +327,24 @@ def main() -> None:
                               "evaluation": sft_run["evaluation"]}  # fmt: skip
         save()
 
+    retrain_sft = bool(args.sft_seconds or args.sft_iters or args.rl_probe_iters)
     if earlier is not None:
+        record["more_sft_reused"] = not retrain_sft
+    if earlier is not None and not retrain_sft:
         record["more_sft"] = earlier["more_sft"]
+    elif args.sft_iters:
+        more_sft(None, f"--sft-iters {args.sft_iters}")
+    elif args.rl_probe_iters:  # the RL setting's own speed, measured alone: equal time for both
+        shutil.rmtree(args.workdir / "rl_probe", ignore_errors=True)
+        probe = train_rl.main([
+            "--out", str(args.workdir / "rl_probe"), "--iters", str(args.rl_probe_iters),
+            "--threads", str(args.threads), "--final-eval", "none", *per_task, *shape,
+            *args.rl_args,
+        ])  # fmt: skip
+        rl_per_iter = probe["train_seconds"] / args.rl_probe_iters
+        record["rl_probe"] = {"iters": args.rl_probe_iters, "train_seconds": probe["train_seconds"],
+                              "seconds_per_iter": rl_per_iter}  # fmt: skip
+        more_sft(rl_per_iter * iters, f"{args.rl_probe_iters} RL iterations timed alone, x {iters}")
     elif args.sft_seconds:  # known before the RL runs end: the SFT baseline first
         more_sft(args.sft_seconds, "--sft-seconds")
     record["rl"] = {}
@@ -317,13 +368,14 @@ def main() -> None:
                 "command": run["command"],
                 "train_seconds": run["train_seconds"],
                 "reward_first_last": [run["history"]["reward"][0], run["history"]["reward"][-1]],
+                **signal_per_rollout(run),
                 "against_start": against(record["start"], run),
                 "evaluation": run["evaluation"],
             }
             print(json.dumps(record["rl"][f"{method}_seed{seed}"]["against_start"]), flush=True)
             save()
     record["rl_median_train_seconds"] = statistics.median(seconds)
-    if earlier is None and not args.sft_seconds:  # more SFT at the RL runs' median wall-clock
+    if earlier is None and not retrain_sft:  # more SFT at the RL runs' median wall-clock
         more_sft(statistics.median(seconds), "the RL runs' median")
     save()
     print(json.dumps({k: v for k, v in record.items() if k != "environment"}, indent=1))

@@ -25,31 +25,13 @@ import torch
 from minillada.checkpoints.hf import load_hf_checkpoint
 from minillada.checkpoints.shipped import INSTRUCT_SHAKESPEARE, shipped_checkpoint
 from minillada.data.downloads import load_text
-from minillada.data.instructions import encode_example, make_instruction_data
+from minillada.data.instructions import make_instruction_data
 from minillada.data.tokenizer import LLaDATokenizer
 from minillada.estimate import wilson_interval
-from minillada.evaluation.rewards import exact_match
+from minillada.evaluation.instructions import sampled_grades
 from minillada.runtime import environment_report, processor_name
-from minillada.sampling.generate import generate
-from minillada.sampling.variable_length import until_stop
 
 GEN, BLOCK = 32, 8
-
-
-@torch.no_grad()
-def grades_at(model, tok, items, temperature: float, k: int, seed: int) -> list[list[bool]]:
-    """k exact-match grades per item at ``temperature`` (k = 1 at temperature 0: greedy)."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for e in items:
-        prompt = encode_example(tok, e)[0]
-        canvas = generate(model, torch.tensor([prompt] * k), GEN, BLOCK, GEN, tok.mask_id,
-                          temperature=temperature, generator=g)  # fmt: skip
-        out.append([
-            exact_match(tok.decode(until_stop(r, tok.stop_ids), True), e.answer)
-            for r in canvas[:, len(prompt):]
-        ])  # fmt: skip
-    return out
 
 
 def markdown(record: dict) -> str:
@@ -103,14 +85,14 @@ def main() -> None:
             f"--tasks {args.tasks}: no held-out items; the tasks are "
             f"{sorted({e.task for e in held_out})}"
         )
-    greedy = [g[0] for g in grades_at(model, tok, items, 0.0, 1, 0)]
+    greedy = [g[0] for g in sampled_grades(model, tok, items, 1, 0.0, GEN, BLOCK, seed=0)]
     record = {"command": "python bench/rl_headroom.py " + " ".join(sys.argv[1:]),
               "machine": processor_name(), "environment": environment_report(), "tasks": tasks,
               "n": len(items), "k": k, "greedy": sum(map(bool, greedy)),
               "temperatures": {}}  # fmt: skip
     for t in temperatures:
         t0 = time.perf_counter()
-        grades = grades_at(model, tok, items, t, k, seed=0)
+        grades = sampled_grades(model, tok, items, k, t, GEN, BLOCK, seed=0)
         passed = [any(g) for g in grades]
         record["temperatures"][str(t)] = {
             "pass_at_k": sum(passed),

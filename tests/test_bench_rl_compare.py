@@ -17,7 +17,7 @@ def test_the_quick_run_records_every_comparison(tmp_path, tinyshakespeare):
     out = tmp_path / "rl.json"
     subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--threads", "1", "--out", str(out),
-         "--workdir", str(tmp_path / "runs"), "--sft-seconds", "0.5"],
+         "--workdir", str(tmp_path / "runs"), "--sft-iters", "3"],
         check=True, capture_output=True, timeout=600,
     )  # fmt: skip
     record = json.loads(out.read_text())
@@ -28,10 +28,13 @@ def test_the_quick_run_records_every_comparison(tmp_path, tinyshakespeare):
         for sampler in ("fixed", "variable"):
             test = run["against_start"][sampler]
             assert 0 < test["p_two_sided"] <= 1 and 0 < test["p_start_worse"] <= 1
-    assert record["more_sft"]["iters"] >= 1 and record["more_sft"]["target_seconds"] == 0.5
+    assert record["more_sft"]["iters"] == 3 and record["more_sft"]["target_from"] == "--sft-iters 3"
     report = out.with_suffix(".md").read_text()
     assert "## Paired tests against the start" in report and "wd1_seed0" in report
-    assert "## Paired tests against more SFT" in report
+    assert "## Paired tests against more SFT" in report and "## What the rollouts held" in report
+    run = record["rl"]["grpo_seed0"]
+    assert run["rollouts"] == 1 and run["prompts_per_rollout"] == 2  # 2 iterations, 2 per rollout
+    assert 0 <= run["groups_with_signal_per_rollout"] <= 2
 
     # a new RL setting on the same baselines, with a seed named: only its own run is trained
     again = tmp_path / "again.json"
@@ -47,6 +50,23 @@ def test_the_quick_run_records_every_comparison(tmp_path, tinyshakespeare):
     assert "--seed 5" in second["rl"]["grpo_seed5"]["command"]
     assert not (tmp_path / "runs_trajectory" / "sft_more").exists()
     assert "reused from" in again.with_suffix(".md").read_text()
+
+    # the same, with more SFT trained again for the RL setting's own time, both timed alone
+    third = tmp_path / "third.json"
+    subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--threads", "1", "--out", str(third),
+         "--workdir", str(tmp_path / "runs_trajectory"), "--methods", "grpo", "--seeds", "5,",
+         "--baselines-from", str(out), "--rl-probe-iters", "2", "--", "--estimator", "trajectory"],
+        check=True, capture_output=True, timeout=600,
+    )  # fmt: skip
+    matched = json.loads(third.read_text())
+    probe, sft = matched["rl_probe"], matched["more_sft"]
+    assert matched["start"] == record["start"] and probe["iters"] == 2
+    assert sft["target_seconds"] == pytest.approx(probe["seconds_per_iter"] * matched["iters"])
+    assert sft["iters"] == max(1, round(sft["target_seconds"] / sft["seconds_per_iter"]))
+    assert matched["rl"]["grpo_seed5"] == second["rl"]["grpo_seed5"]  # reused, not retrained
+    report = third.with_suffix(".md").read_text()
+    assert "more SFT is trained again" in report and "timed alone" in report
 
 
 def _bench_module():

@@ -100,17 +100,22 @@ def load_rl_shakespeare(
     return _load_shipped_llada(RL_SHAKESPEARE, device)
 
 
-def ship_rl_run(run: str | Path, dest: str | Path) -> Path:
+def ship_rl_run(run: str | Path, dest: str | Path, command: str | None = None) -> Path:
     """The shipped form of a finished full-weight minillada.cli.train_rl run: the weights, the
-    tokenizer files and the run's training.json (no optimizer state)."""
+    tokenizer files and the run's training.json (no optimizer state). ``command``, if given,
+    replaces the recorded command: the same flags with the run folder where a learner would put
+    it, not where the benchmark machine did."""
     run, dest = Path(run), Path(dest)
     if not (run / METRICS_FILE).is_file():
         raise CheckpointError(f"{run} has no {METRICS_FILE}: is it a finished train_rl run?")
+    record = json.loads((run / METRICS_FILE).read_text())
+    if command is not None:
+        record["command"] = command
     if dest.exists():
         shutil.rmtree(dest)
     save_hf_checkpoint(load_hf_checkpoint(run), dest)
     save_tokenizer(LLaDATokenizer.from_folder(run).tokenizer, dest)
-    shutil.copy(run / METRICS_FILE, dest / METRICS_FILE)
+    (dest / METRICS_FILE).write_text(json.dumps(record, indent=1) + "\n")
     return dest
 
 

@@ -26,6 +26,7 @@ from minillada.estimate import wilson_interval
 from minillada.evaluation.rewards import exact_match
 from minillada.runtime import progress_bar
 from minillada.sampling.answer import GenerationSettings, generate_answers
+from minillada.sampling.generate import generate
 from minillada.sampling.variable_length import until_stop
 
 SAMPLERS = ("fixed", "variable")
@@ -208,3 +209,31 @@ def evaluate_instructions(
         scores[example.task].answers.append(a)
         scores["all"].answers.append(a)
     return {task: s for task, s in scores.items() if s.answers}
+
+
+@torch.no_grad()
+def sampled_grades(
+    model,
+    tokenizer,
+    examples: Sequence[Example],
+    k: int,
+    temperature: float,
+    gen_length: int = 32,
+    block_length: int = 8,
+    seed: int = 0,
+) -> list[list[bool]]:
+    """k sampled answers per example on the fixed canvas at ``temperature`` (one token per step),
+    each graded by exact match: the raw material of pass@k and of RL's headroom. The draws come
+    from one generator seeded once, so a run is repeatable. Temperature 0 with k = 1 is greedy."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for e in examples:
+        prompt = encode_example(tokenizer, e)[0]
+        canvas = generate(model, torch.tensor([prompt] * k), gen_length, block_length, gen_length,
+                          tokenizer.mask_id, temperature=temperature, generator=g)  # fmt: skip
+        answers = canvas[:, len(prompt) :]  # (k, G)
+        out.append([
+            bool(exact_match(tokenizer.decode(until_stop(r, tokenizer.stop_ids), True), e.answer))
+            for r in answers
+        ])  # fmt: skip
+    return out

@@ -51,6 +51,9 @@ def test_a_resumed_run_ends_where_an_unbroken_run_ends(tmp_path, tinyshakespeare
         assert json.loads((shipped / "training.json").read_text()) == saved
         tok = LLaDATokenizer.from_folder(shipped)
         assert tok.mask_id == LLaDATokenizer.from_folder(whole).mask_id
+        renamed = ship_rl_run(whole, tmp_path / "renamed", command="python -m ... --out runs/x")
+        assert json.loads((renamed / "training.json").read_text()) == {
+            **saved, "command": "python -m ... --out runs/x"}  # fmt: skip
 
 
 def test_shipping_refuses_an_unfinished_run(tmp_path):

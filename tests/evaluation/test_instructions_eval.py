@@ -9,7 +9,11 @@ import torch
 from minillada.data import bpe
 from minillada.data.instructions import Example, encode_example
 from minillada.data.tokenizer import LLaDATokenizer
-from minillada.evaluation.instructions import answer_instruction, evaluate_instructions
+from minillada.evaluation.instructions import (
+    answer_instruction,
+    evaluate_instructions,
+    sampled_grades,
+)
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +85,16 @@ def test_scores_per_task_with_intervals(tok):
     lo, hi = s.interval
     assert lo < 2 / 3 < hi and s.stop_rate == 1.0 and s.mean_forward_passes == 8
     assert "(2/3)" in str(s)
+
+
+def test_sampled_grades_are_k_per_example_repeatable_and_greedy_at_temperature_0(tok):
+    right = Example("count", "How many words? to be", "two")
+    wrong = Example("count", "How many words? to be", "three")
+    model, _ = oracle_for(tok, right, tok.encode("two") + [tok.eot_id])
+    greedy = sampled_grades(model, tok, [right, wrong], k=3, temperature=0.0, gen_length=16)
+    assert greedy == [[True] * 3, [False] * 3]
+    # sampled: the oracle's answer is likely, not certain; one seed gives the same draws twice
+    first = sampled_grades(model, tok, [right] * 4, k=5, temperature=3.0, gen_length=16, seed=7)
+    again = sampled_grades(model, tok, [right] * 4, k=5, temperature=3.0, gen_length=16, seed=7)
+    assert first == again and [len(g) for g in first] == [5] * 4
+    assert 0 < sum(map(sum, first)) < 20  # at temperature 3 some answers go astray, not all
