@@ -248,7 +248,7 @@ def main() -> None:
         type=Path,
         default=None,
         help="an earlier --out of this script: reuse its start and more-SFT scores (its start "
-        "only, with --sft-seconds or --sft-iters: more SFT is trained again)",
+        "only, with --sft-seconds, --sft-iters or --rl-probe-iters: more SFT is trained again)",
     )
     ap.add_argument("rl_args", nargs="*", help="more train_rl flags, after --")
     args = ap.parse_args()
@@ -330,9 +330,9 @@ def main() -> None:
     retrain_sft = bool(args.sft_seconds or args.sft_iters or args.rl_probe_iters)
     if earlier is not None:
         record["more_sft_reused"] = not retrain_sft
-    if earlier is not None and not retrain_sft:
-        record["more_sft"] = earlier["more_sft"]
-    elif args.sft_iters:
+        if not retrain_sft:
+            record["more_sft"] = earlier["more_sft"]
+    if args.sft_iters:
         more_sft(None, f"--sft-iters {args.sft_iters}")
     elif args.rl_probe_iters:  # the RL setting's own speed, measured alone: equal time for both
         shutil.rmtree(args.workdir / "rl_probe", ignore_errors=True)
