@@ -14,6 +14,11 @@
    start for as many seconds as the median RL run trained (its seconds per iteration measured
    first on a short probe), scored and tested the same way: does RL beat simply training longer?
 
+``--start`` replaces lesson 6's model with another checkpoint (say, one trained on with more SFT):
+RL and more SFT both continue from it, so the comparison asks what a further stretch of training
+is best spent on. ``--sft-seeds`` trains more SFT on several seeds, and each method's runs are then
+tested against them together by a paired bootstrap over the items (``paired_bootstrap``).
+
 Everything is written to ``--out`` as it finishes; runs go to ``--workdir``. ``--baselines-from``
 takes parts 1 and 3 from an earlier record of this script (the start and more SFT do not depend on
 the RL settings), so a new RL setting costs only its own runs.
@@ -37,7 +42,7 @@ from minillada.cli import train_rl, train_sft
 from minillada.data.downloads import load_text
 from minillada.data.instructions import TASKS, make_instruction_data
 from minillada.data.tokenizer import LLaDATokenizer
-from minillada.estimate import paired_comparison, wilson_interval
+from minillada.estimate import paired_bootstrap, paired_comparison, wilson_interval
 from minillada.evaluation.instructions import sampled_grades
 from minillada.runtime import environment_report, processor_name
 
@@ -82,6 +87,15 @@ def against(start: dict, run: dict) -> dict:
     return out
 
 
+def sft_runs(record: dict) -> dict:
+    """The more-SFT baselines by name: one (``more_sft``, train_sft's default seed) or one per
+    --sft-seeds seed (``more_sft_runs``)."""
+    if "more_sft_runs" in record:
+        return {f"more SFT, {name.replace('seed', 'seed ')}": run
+                for name, run in record["more_sft_runs"].items()}  # fmt: skip
+    return {"more SFT": record["more_sft"]} if "more_sft" in record else {}
+
+
 def wait_for(path: Path, seconds: float) -> None:
     """Wait up to ``seconds`` for a run started elsewhere (``--workdir`` shared by processes on
     other cores) to write ``path``; a run that never finishes is an error, not a hang."""
@@ -96,6 +110,8 @@ def wait_for(path: Path, seconds: float) -> None:
 def markdown(record: dict, command: str) -> str:
     """bench/rl_compare.md: every number from the record."""
     start = record["start"]
+    sfts = sft_runs(record)
+    start_name = "start" if "start_path" in record else "start (lesson 6)"
     lines = [
         "# RL against the SFT model it starts from, and against more SFT (issue 25)",
         "",
@@ -118,28 +134,35 @@ def markdown(record: dict, command: str) -> str:
             else ""
         ),
         "",
+        *(
+            [
+                f"The start is `{record['start_path']}`, not lesson 6's model: "
+                f"{record.get('start_made_by', 'a checkpoint given with --start')}",
+                "",
+            ]
+            if "start_path" in record
+            else []
+        ),  # fmt: skip
         "## Accuracy per task",
         "",
         "| model | sampler | " + " | ".join(TASKS) + " | all [95% interval] |",
         "|---|---|" + "---|" * len(TASKS) + "---|",
     ]
-    models = [("start (lesson 6)", start)]
+    models = [(start_name, start)]
     models += [(name, run["evaluation"]) for name, run in record.get("rl", {}).items()]
-    if "more_sft" in record:
-        models.append((f"more SFT ({record['more_sft']['iters']} iters)",
-                       record["more_sft"]["evaluation"]))  # fmt: skip
+    models += [(f"{name} ({run['iters']} iters)", run["evaluation"]) for name, run in sfts.items()]
     for name, ev in models:
         for s in SAMPLERS:
             cells = " | ".join(f"{ev[s][t]['accuracy']:.1%}" for t in TASKS)
             lo, hi = ev[s]["all"]["interval95"]
             lines.append(f"| {name} | {s} | {cells} | {ev[s]['all']['accuracy']:.1%} "
                          f"[{lo:.1%}, {hi:.1%}] |")  # fmt: skip
-    k = start["pass_at_k"]
+    if "pass_at_k" in start:
+        k = start["pass_at_k"]
+        lines += ["", f"Start, fixed canvas at temperature 1: pass@{k['k']} {k['pass_at_k']:.1%} "
+                  f"[{k['interval95'][0]:.1%}, {k['interval95'][1]:.1%}], one answer "
+                  f"{k['temperature_1_accuracy']:.1%}."]  # fmt: skip
     lines += [
-        "",
-        f"Start, fixed canvas at temperature 1: pass@{k['k']} {k['pass_at_k']:.1%} "
-        f"[{k['interval95'][0]:.1%}, {k['interval95'][1]:.1%}], one answer "
-        f"{k['temperature_1_accuracy']:.1%}.",
         "",
         "## Paired tests against the start",
         "",
@@ -147,10 +170,7 @@ def markdown(record: dict, command: str) -> str:
         "p two-sided | p one-sided (run better) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    runs = [(n, r) for n, r in record.get("rl", {}).items()]
-    if "more_sft" in record:
-        runs.append(("more SFT", record["more_sft"]))
-    for name, run in runs:
+    for name, run in [*record.get("rl", {}).items(), *sfts.items()]:
         for s, t in run["against_start"].items():
             lines.append(
                 f"| {name} | {run['train_seconds']:.0f} | {s} | {t['start']:.1%} | {t['run']:.1%}"
@@ -167,30 +187,30 @@ def markdown(record: dict, command: str) -> str:
                 lines.append(f"| {name} | {run['rollouts']} | {run['prompts_per_rollout']} | "
                              f"{run['groups_with_signal_per_rollout']:.1f} | {first:.3f}, "
                              f"{last:.3f} |")  # fmt: skip
-    if "more_sft" in record and record.get("rl"):
+    for sft_name, sft in sfts.items() if record.get("rl") else ():
         lines += [
             "",
-            "## Paired tests against more SFT",
+            f"## Paired tests against {sft_name}",
             "",
             "| run | sampler | more SFT | run | right only in run | only in more SFT | "
             "p two-sided | p one-sided (run better) |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for name, run in record["rl"].items():
-            versus = against(record["more_sft"]["evaluation"], run)
+            versus = against(sft["evaluation"], run)
             for s, t in versus.items():
                 lines.append(
                     f"| {name} | {s} | {t['start']:.1%} | {t['run']:.1%} | {t['run_only']} | "
                     f"{t['start_only']} | {t['p_two_sided']:.3g} | {t['p_start_worse']:.3g} |"
                 )
-    if "more_sft" in record:
-        m = record["more_sft"]
-        lines += ["", f"More SFT: {m['iters']} iterations of lesson 6's recipe, constant lr 3e-5, "
+    for sft_name, m in sfts.items():
+        lines += ["", f"{sft_name[0].upper()}{sft_name[1:]}: {m['iters']} iterations of "
+                  "lesson 6's recipe, constant lr 3e-5, "
                   f"{m['train_seconds']:.0f} s of training ("
                   + (f"target {m['target_seconds']:.0f} s, " if m["target_seconds"] else "")
                   + f"from {m['target_from']}; the RL runs' median was "
                   f"{record.get('rl_median_train_seconds', float('nan')):.0f} s)."]  # fmt: skip
-        if "rl_probe" in record:
+        if "rl_probe" in record and m["seconds_per_iter"] is not None:
             r = record["rl_probe"]
             lines[-1] += (
                 f" Both timed alone on this machine, {record['threads']} thread(s): the RL setting "
@@ -199,6 +219,37 @@ def markdown(record: dict, command: str) -> str:
                 "short probe); the RL runs' recorded seconds are longer where other runs shared "
                 "the machine."
             )
+        elif "rl_probe" in record:
+            r = record["rl_probe"]
+            lines[-1] += (
+                f" The RL setting timed alone from this start, {record['threads']} thread(s): "
+                f"{r['seconds_per_iter']:.2f} s per iteration ({r['iters']} iterations in "
+                f"{r['train_seconds']:.0f} s), {r['seconds_per_iter'] * record['iters']:.0f} s for "
+                f"{record['iters']} iterations."
+            )
+    pooled = record.get("rl_against_sft_seeds", {})
+    if pooled:
+        lines += [
+            "",
+            "## Each method's seeds against more SFT's seeds",
+            "",
+            "Mean accuracy over each side's runs; a paired bootstrap over the 490 items "
+            f"({next(iter(pooled.values()))['fixed']['draws']:,} resamples, every run's "
+            "grade of an item kept together). It asks whether these runs differ on these "
+            "items; with few seeds per side it does not measure what another seed would do.",
+            "",
+            "| method | sampler | runs (RL, SFT) | RL | more SFT | difference [95% interval] "
+            "| p one-sided (RL better) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for method, per_sampler in pooled.items():
+            for s, b in per_sampler.items():
+                lo, hi = b["interval95"]
+                lines.append(
+                    f"| {method} | {s} | {b['runs_a']}, {b['runs_b']} | {b['mean_a']:.1%} | "
+                    f"{b['mean_b']:.1%} | {b['difference']:+.1%} [{lo:+.1%}, {hi:+.1%}] | "
+                    f"{b['p_a_not_better']:.3g} |"
+                )
     lines += ["", "## Per method: mean and range over seeds", ""]
     methods = sorted({n.rsplit("_seed", 1)[0] for n in record.get("rl", {})})
     for m in methods:
@@ -224,7 +275,16 @@ def main() -> None:
         "--seeds", default="3", help="a count (seeds 0..n-1), or a comma list: 1337,1,2 (one: 7,)"
     )
     ap.add_argument("--iters", type=int, default=300)
-    ap.add_argument("--k", type=int, default=8, help="samples per item for pass@k")
+    ap.add_argument("--k", type=int, default=8, help="samples per item for pass@k (0: skip it)")
+    ap.add_argument(
+        "--start",
+        type=Path,
+        default=None,
+        help="the checkpoint RL and more SFT continue from (default: lesson 6's)",
+    )
+    ap.add_argument("--sft-seeds", default="",
+                    help="train more SFT once per seed in this comma list (default: once, with "
+                    "train_sft's default seed)")  # fmt: skip
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="tiny settings: tests the script")
     ap.add_argument("--sft-seconds", type=float, default=0.0,
@@ -268,10 +328,19 @@ def main() -> None:
 
     def save() -> None:
         args.out.write_text(json.dumps(record, indent=1) + "\n")
-        if "start" in record and "pass_at_k" in record["start"]:
+        if "start" in record:
             args.out.with_suffix(".md").write_text(markdown(record, command))
 
-    base = shipped_checkpoint(INSTRUCT_SHAKESPEARE)
+    base = args.start or shipped_checkpoint(INSTRUCT_SHAKESPEARE)
+    if args.start is not None:
+        if not (args.start / "config.json").exists():
+            raise SystemExit(f"--start {args.start}: no config.json there; give a checkpoint "
+                             "folder (train_sft --out, or data/checkpoints/...)")  # fmt: skip
+        record["start_path"] = str(args.start)
+        made_by = args.start / METRICS_FILE
+        if made_by.exists():
+            record["start_made_by"] = f"`{json.loads(made_by.read_text())['command']}`."
+    sft_seeds = [int(x) for x in args.sft_seeds.split(",") if x.strip()] or [None]
     model = load_hf_checkpoint(base, dtype=torch.float32)
     tok = LLaDATokenizer.from_folder(base)
     held_out_per_task = 1 if quick else 100
@@ -281,6 +350,12 @@ def main() -> None:
     earlier = json.loads(args.baselines_from.read_text()) if args.baselines_from else None
     if earlier is not None:
         n = earlier["start"]["fixed"]["all"]["n"]
+        if earlier.get("start_path") != record.get("start_path"):
+            raise SystemExit(
+                f"--baselines-from {args.baselines_from} started from "
+                f"{earlier.get('start_path', 'lesson 6')}, this run from "
+                f"{record.get('start_path', 'lesson 6')}: its scores do not apply"
+            )
         if earlier["quick"] != quick or n != len(items) or "more_sft" not in earlier:
             raise SystemExit(
                 f"--baselines-from {args.baselines_from}: its start was scored on {n} items "
@@ -292,10 +367,11 @@ def main() -> None:
     else:
         record["start"] = {s: train_rl.score_held_out(model, tok, items, s, gen, block)
                            for s in SAMPLERS}  # fmt: skip
-        record["start"]["pass_at_k"] = pass_at_k(model, tok, items, 2 if quick else args.k, gen,
-                                                 block, seed=0)  # fmt: skip
+        if args.k:
+            record["start"]["pass_at_k"] = pass_at_k(model, tok, items, 2 if quick else args.k,
+                                                     gen, block, seed=0)  # fmt: skip
+            print(json.dumps(record["start"]["pass_at_k"]), flush=True)
         record["start"]["seconds"] = time.perf_counter() - t0
-    print(json.dumps(record["start"]["pass_at_k"]), flush=True)
     save()
 
     def more_sft(seconds: float | None, source: str) -> None:
@@ -312,38 +388,64 @@ def main() -> None:
                                     "--no-final-eval", *per_task])  # fmt: skip
             per_iter = probe["train_seconds"] / probe_iters
             sft_iters = max(1, round(seconds / per_iter))
-        sft = train_sft.main(["--recipe", "llada", "--base", str(base), "--out",
-                              str(args.workdir / "sft_more"), "--iters", str(sft_iters),
-                              "--lr", "3e-5", "--min-lr", "3e-5", "--warmup", "0",
-                              "--eval-interval", "0", "--threads", str(args.threads),
-                              "--no-final-eval", *per_task])  # fmt: skip
-        sft_model = load_hf_checkpoint(args.workdir / "sft_more", dtype=torch.float32)
-        sft_run = {"evaluation": {s: train_rl.score_held_out(sft_model, tok, items, s, gen, block)
-                                  for s in SAMPLERS}}  # fmt: skip
-        record["more_sft"] = {"iters": sft_iters, "seconds_per_iter": per_iter,
-                              "target_seconds": seconds, "target_from": source,
-                              "train_seconds": sft["train_seconds"],
-                              "against_start": against(record["start"], sft_run),
-                              "evaluation": sft_run["evaluation"]}  # fmt: skip
-        save()
+        for seed in sft_seeds:
+            out = args.workdir / ("sft_more" if seed is None else f"sft_more_seed{seed}")
+            if out.exists() and not (out / METRICS_FILE).exists():
+                wait_for(out / METRICS_FILE, args.wait)  # started by hand on another core
+            if (out / METRICS_FILE).exists() and seed is not None:  # reuse only what matches
+                sft = json.loads((out / METRICS_FILE).read_text())
+                cfg = sft["train_config"]
+                if (cfg["iters"], cfg["seed"], cfg["base"], cfg["lr"], cfg["min_lr"]) != (
+                        sft_iters, seed, str(base), 3e-5, 3e-5):  # fmt: skip
+                    raise SystemExit(
+                        f"{out} holds another SFT run ({cfg['iters']} iterations "
+                        f"from {cfg['base']}, seed {cfg['seed']}); move it away"
+                    )
+                print(f"reusing {out}", flush=True)
+            else:
+                sft = train_sft.main(["--recipe", "llada", "--base", str(base), "--out", str(out),
+                                      "--iters", str(sft_iters), "--lr", "3e-5", "--min-lr",
+                                      "3e-5", "--warmup", "0", "--eval-interval", "0",
+                                      "--threads", str(args.threads), "--no-final-eval",
+                                      *per_task, *(["--seed", str(seed)] if seed is not None
+                                                   else [])])  # fmt: skip
+            sft_model = load_hf_checkpoint(out, dtype=torch.float32)
+            sft_run = {
+                "evaluation": {
+                    s: train_rl.score_held_out(sft_model, tok, items, s, gen, block)
+                    for s in SAMPLERS
+                }
+            }
+            entry = {"iters": sft_iters, "seconds_per_iter": per_iter,
+                     "target_seconds": seconds, "target_from": source,
+                     "train_seconds": sft["train_seconds"], "command": sft["command"],
+                     "against_start": against(record["start"], sft_run),
+                     "evaluation": sft_run["evaluation"]}  # fmt: skip
+            if seed is None:
+                record["more_sft"] = entry
+            else:
+                record.setdefault("more_sft_runs", {})[f"seed{seed}"] = entry
+            save()
 
     retrain_sft = bool(args.sft_seconds or args.sft_iters or args.rl_probe_iters)
+    start_flag = ["--base", str(base)] if args.start is not None else []
     if earlier is not None:
         record["more_sft_reused"] = not retrain_sft
         if not retrain_sft:
             record["more_sft"] = earlier["more_sft"]
-    if args.sft_iters:
-        more_sft(None, f"--sft-iters {args.sft_iters}")
-    elif args.rl_probe_iters:  # the RL setting's own speed, measured alone: equal time for both
+    if args.rl_probe_iters:  # the RL setting's own speed, measured alone: equal time for both
         shutil.rmtree(args.workdir / "rl_probe", ignore_errors=True)
         probe = train_rl.main([
             "--out", str(args.workdir / "rl_probe"), "--iters", str(args.rl_probe_iters),
             "--threads", str(args.threads), "--final-eval", "none", *per_task, *shape,
-            *args.rl_args,
+            *start_flag, *args.rl_args,
         ])  # fmt: skip
         rl_per_iter = probe["train_seconds"] / args.rl_probe_iters
         record["rl_probe"] = {"iters": args.rl_probe_iters, "train_seconds": probe["train_seconds"],
                               "seconds_per_iter": rl_per_iter}  # fmt: skip
+    if args.sft_iters:  # an equal time measured earlier; a probe above is recorded beside it
+        more_sft(None, f"--sft-iters {args.sft_iters}")
+    elif args.rl_probe_iters:
         more_sft(rl_per_iter * iters, f"{args.rl_probe_iters} RL iterations timed alone, x {iters}")
     elif args.sft_seconds:  # known before the RL runs end: the SFT baseline first
         more_sft(args.sft_seconds, "--sft-seconds")
@@ -361,7 +463,7 @@ def main() -> None:
                 run = train_rl.main([
                     "--out", str(out), "--method", method, "--seed", str(seed),
                     "--iters", str(iters), "--threads", str(args.threads), *per_task, *shape,
-                    *args.rl_args,
+                    *start_flag, *args.rl_args,
                 ])  # fmt: skip
             seconds.append(run["train_seconds"])
             record["rl"][f"{method}_seed{seed}"] = {
@@ -377,6 +479,27 @@ def main() -> None:
     record["rl_median_train_seconds"] = statistics.median(seconds)
     if earlier is None and not retrain_sft:  # more SFT at the RL runs' median wall-clock
         more_sft(statistics.median(seconds), "the RL runs' median")
+    sfts = sft_runs(record)
+    if sfts and len(sfts) + len(record["rl"]) > 2:  # several runs on a side: pool them
+        record["rl_against_sft_seeds"] = {}
+        for method in args.methods.split(","):
+            runs = [r for n, r in record["rl"].items() if n.rsplit("_seed", 1)[0] == method]
+            per_sampler = {}
+            for s in SAMPLERS:
+                a = [r["evaluation"][s]["all"]["correct_items"] for r in runs]
+                b = [r["evaluation"][s]["all"]["correct_items"] for r in sfts.values()]
+                boot = paired_bootstrap(a, b, draws=10_000, seed=0)
+                per_sampler[s] = {
+                    "runs_a": boot.runs_a,
+                    "runs_b": boot.runs_b,
+                    "mean_a": statistics.mean(map(statistics.mean, a)),
+                    "mean_b": statistics.mean(map(statistics.mean, b)),
+                    "difference": boot.difference,
+                    "interval95": list(boot.interval95),
+                    "p_a_not_better": boot.p_a_not_better,
+                    "draws": boot.draws,
+                }
+            record["rl_against_sft_seeds"][method] = per_sampler
     save()
     print(json.dumps({k: v for k, v in record.items() if k != "environment"}, indent=1))
 

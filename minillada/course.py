@@ -149,8 +149,9 @@ LESSONS: tuple[Lesson, ...] = (
             "sequence ELBO with their noise measured on shared and independent masks, a replay of "
             "the sampler's own steps, the clipped loss with a KL (yours), GRPO and wd1 on lesson "
             "6's model against more SFT with paired tests, the headroom by rollout temperature, "
-            "a setting that beats the start on three seeds (and why more SFT for the same time "
-            "still matches it), LoRA from scratch"
+            "a setting that beats the start on three seeds (and why more SFT for the same time, "
+            "on three seeds, still matches it), RL after more SFT, a paired bootstrap over "
+            "seeds, LoRA from scratch"
         ),
         "RL with verifiable rewards: the ratio problem, GRPO and wd1, measured",
         "3.0 / 0.6",

@@ -1,13 +1,16 @@
 """bench/rl_compare.py: its quick run (every part tiny, on the shipped model and the real data path)
-records the start with pass@k, each RL run's paired test against the start, and more SFT."""
+records the start with pass@k, each RL run's paired test against the start, and more SFT; reuses
+baselines; matches time alone; starts from another checkpoint with more SFT on several seeds."""
 
 import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
+import torch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "rl_compare.py"
 
@@ -38,12 +41,9 @@ def test_the_quick_run_records_every_comparison(tmp_path, tinyshakespeare):
 
     # a new RL setting on the same baselines, with a seed named: only its own run is trained
     again = tmp_path / "again.json"
-    subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--threads", "1", "--out", str(again),
-         "--workdir", str(tmp_path / "runs_trajectory"), "--methods", "grpo", "--seeds", "5,",
-         "--baselines-from", str(out), "--", "--estimator", "trajectory"],
-        check=True, capture_output=True, timeout=600,
-    )  # fmt: skip
+    _main("--quick", "--threads", "1", "--out", str(again), "--workdir",
+          str(tmp_path / "runs_trajectory"), "--methods", "grpo", "--seeds", "5,",
+          "--baselines-from", str(out), "--", "--estimator", "trajectory")  # fmt: skip
     second = json.loads(again.read_text())
     assert second["start"] == record["start"] and second["more_sft"] == record["more_sft"]
     assert "--estimator trajectory" in second["rl"]["grpo_seed5"]["command"]
@@ -53,12 +53,10 @@ def test_the_quick_run_records_every_comparison(tmp_path, tinyshakespeare):
 
     # the same, with more SFT trained again for the RL setting's own time, both timed alone
     third = tmp_path / "third.json"
-    subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--threads", "1", "--out", str(third),
-         "--workdir", str(tmp_path / "runs_trajectory"), "--methods", "grpo", "--seeds", "5,",
-         "--baselines-from", str(out), "--rl-probe-iters", "2", "--", "--estimator", "trajectory"],
-        check=True, capture_output=True, timeout=600,
-    )  # fmt: skip
+    _main("--quick", "--threads", "1", "--out", str(third), "--workdir",
+          str(tmp_path / "runs_trajectory"), "--methods", "grpo", "--seeds", "5,",
+          "--baselines-from", str(out), "--rl-probe-iters", "2", "--", "--estimator",
+          "trajectory")  # fmt: skip
     matched = json.loads(third.read_text())
     probe, sft = matched["rl_probe"], matched["more_sft"]
     assert matched["start"] == record["start"] and probe["iters"] == 2
@@ -67,6 +65,42 @@ def test_the_quick_run_records_every_comparison(tmp_path, tinyshakespeare):
     assert matched["rl"]["grpo_seed5"] == second["rl"]["grpo_seed5"]  # reused, not retrained
     report = third.with_suffix(".md").read_text()
     assert "more SFT is trained again" in report and "timed alone" in report
+
+    # RL after more SFT: both continue from the first run's SFT model, more SFT on two seeds
+    start, after = tmp_path / "runs" / "sft_more", tmp_path / "after.json"
+    flags = ["--quick", "--threads", "1", "--workdir", str(tmp_path / "runs_after"), "--methods",
+             "grpo", "--start", str(start), "--k", "0", "--sft-seeds", "1,2",
+             "--rl-probe-iters", "1"]  # fmt: skip
+    _main(*flags, "--out", str(after), "--sft-iters", "2")
+    fourth = json.loads(after.read_text())
+    assert fourth["start_path"] == str(start) and "train_sft" in fourth["start_made_by"]
+    assert "pass_at_k" not in fourth["start"] and fourth["rl_probe"]["iters"] == 1
+    assert f"--base {start}" in fourth["rl"]["grpo_seed0"]["command"]
+    assert set(fourth["more_sft_runs"]) == {"seed1", "seed2"} and "more_sft" not in fourth
+    for seed, run in fourth["more_sft_runs"].items():
+        assert run["iters"] == 2 and f"--seed {seed[4:]}" in run["command"]
+        assert f"--base {start}" in run["command"]
+    pooled = fourth["rl_against_sft_seeds"]["grpo"]["variable"]
+    assert (pooled["runs_a"], pooled["runs_b"]) == (1, 2)
+    assert pooled["difference"] == pytest.approx(pooled["mean_a"] - pooled["mean_b"], abs=1e-12)
+    report = after.with_suffix(".md").read_text()
+    assert "not lesson 6's model" in report and "## Paired tests against more SFT, seed 2" in report
+    assert "## Each method's seeds against more SFT's seeds" in report
+
+    # a finished SFT folder is reused only for the same run; another one stops before training
+    with pytest.raises(SystemExit, match="holds another SFT run \\(2 iterations"):
+        _main(*flags, "--out", str(tmp_path / "x.json"), "--sft-iters", "3")
+
+
+def _main(*argv: str) -> None:
+    """The script's main() in this process (a subprocess costs an interpreter and torch import
+    each time); the thread count it sets is restored for the tests after it."""
+    threads = torch.get_num_threads()
+    try:
+        with mock.patch.object(sys, "argv", ["rl_compare.py", *argv]):
+            _bench_module().main()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _bench_module():
