@@ -87,6 +87,22 @@ def against(start: dict, run: dict) -> dict:
     return out
 
 
+def runs_of(record: dict, method: str) -> list[dict]:
+    """The RL runs of one method (``{method}_seed{seed}`` in ``record["rl"]``)."""
+    return [r for n, r in record.get("rl", {}).items() if n.rsplit("_seed", 1)[0] == method]
+
+
+def finished_run(out: Path, wait: float) -> dict | None:
+    """The record of a run already trained in ``out`` (waiting for one still training there,
+    started by hand on another core), or None when ``out`` holds no run."""
+    if out.exists() and not (out / METRICS_FILE).exists():
+        wait_for(out / METRICS_FILE, wait)
+    if not (out / METRICS_FILE).exists():
+        return None
+    print(f"reusing {out}", flush=True)
+    return json.loads((out / METRICS_FILE).read_text())
+
+
 def sft_runs(record: dict) -> dict:
     """The more-SFT baselines by name: one (``more_sft``, train_sft's default seed) or one per
     --sft-seeds seed (``more_sft_runs``)."""
@@ -254,10 +270,8 @@ def markdown(record: dict, command: str) -> str:
     methods = sorted({n.rsplit("_seed", 1)[0] for n in record.get("rl", {})})
     for m in methods:
         for s in SAMPLERS:
-            acc = [r["against_start"][s]["run"] for n, r in record["rl"].items()
-                   if n.rsplit("_seed", 1)[0] == m]  # fmt: skip
-            wins = sum(r["against_start"][s]["p_start_worse"] < 0.05 for n, r in
-                       record["rl"].items() if n.rsplit("_seed", 1)[0] == m)  # fmt: skip
+            acc = [r["against_start"][s]["run"] for r in runs_of(record, m)]
+            wins = sum(r["against_start"][s]["p_start_worse"] < 0.05 for r in runs_of(record, m))
             lines.append(
                 f"- {m}, {s}: {statistics.mean(acc):.1%} (range {min(acc):.1%} to "
                 f"{max(acc):.1%}) over {len(acc)} seed{'s' * (len(acc) > 1)}; {wins} of "
@@ -390,10 +404,8 @@ def main() -> None:
             sft_iters = max(1, round(seconds / per_iter))
         for seed in sft_seeds:
             out = args.workdir / ("sft_more" if seed is None else f"sft_more_seed{seed}")
-            if out.exists() and not (out / METRICS_FILE).exists():
-                wait_for(out / METRICS_FILE, args.wait)  # started by hand on another core
-            if (out / METRICS_FILE).exists() and seed is not None:  # reuse only what matches
-                sft = json.loads((out / METRICS_FILE).read_text())
+            sft = finished_run(out, args.wait) if seed is not None else None
+            if sft is not None:  # reuse only what matches
                 cfg = sft["train_config"]
                 if (cfg["iters"], cfg["seed"], cfg["base"], cfg["lr"], cfg["min_lr"]) != (
                         sft_iters, seed, str(base), 3e-5, 3e-5):  # fmt: skip
@@ -401,7 +413,6 @@ def main() -> None:
                         f"{out} holds another SFT run ({cfg['iters']} iterations "
                         f"from {cfg['base']}, seed {cfg['seed']}); move it away"
                     )
-                print(f"reusing {out}", flush=True)
             else:
                 sft = train_sft.main(["--recipe", "llada", "--base", str(base), "--out", str(out),
                                       "--iters", str(sft_iters), "--lr", "3e-5", "--min-lr",
@@ -454,12 +465,8 @@ def main() -> None:
     for method in args.methods.split(","):
         for seed in seeds[:1] if quick else seeds:
             out = args.workdir / f"{method}_seed{seed}"
-            if out.exists() and not (out / METRICS_FILE).exists():
-                wait_for(out / METRICS_FILE, args.wait)  # a run started by hand, still going
-            if (out / METRICS_FILE).exists():  # finished earlier or in parallel: reuse it
-                run = json.loads((out / METRICS_FILE).read_text())
-                print(f"reusing {out}", flush=True)
-            else:
+            run = finished_run(out, args.wait)  # trained earlier or in parallel: reuse it
+            if run is None:
                 run = train_rl.main([
                     "--out", str(out), "--method", method, "--seed", str(seed),
                     "--iters", str(iters), "--threads", str(args.threads), *per_task, *shape,
@@ -483,7 +490,7 @@ def main() -> None:
     if sfts and len(sfts) + len(record["rl"]) > 2:  # several runs on a side: pool them
         record["rl_against_sft_seeds"] = {}
         for method in args.methods.split(","):
-            runs = [r for n, r in record["rl"].items() if n.rsplit("_seed", 1)[0] == method]
+            runs = runs_of(record, method)
             per_sampler = {}
             for s in SAMPLERS:
                 a = [r["evaluation"][s]["all"]["correct_items"] for r in runs]
@@ -492,8 +499,8 @@ def main() -> None:
                 per_sampler[s] = {
                     "runs_a": boot.runs_a,
                     "runs_b": boot.runs_b,
-                    "mean_a": statistics.mean(map(statistics.mean, a)),
-                    "mean_b": statistics.mean(map(statistics.mean, b)),
+                    "mean_a": boot.mean_a,
+                    "mean_b": boot.mean_b,
                     "difference": boot.difference,
                     "interval95": list(boot.interval95),
                     "p_a_not_better": boot.p_a_not_better,

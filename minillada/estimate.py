@@ -166,7 +166,9 @@ class PairedBootstrap:
     n: int  # items
     runs_a: int
     runs_b: int
-    difference: float  # mean accuracy of A's runs minus B's
+    mean_a: float  # accuracy averaged over A's runs
+    mean_b: float
+    difference: float  # mean_a - mean_b
     interval95: tuple[float, float]  # percentile interval of the resampled differences
     p_a_not_better: float  # one-sided: share of resamples (plus one) with difference <= 0
     draws: int
@@ -205,6 +207,7 @@ def paired_bootstrap(
     lo = ordered[max(0, math.ceil(0.025 * draws) - 1)].item() / scale
     hi = ordered[min(draws - 1, math.ceil(0.975 * draws) - 1)].item() / scale
     return PairedBootstrap(
-        n, ka, kb, per_item.sum().item() / scale, (lo, hi),
+        n, ka, kb, right_a.sum().item() / (n * ka), right_b.sum().item() / (n * kb),
+        per_item.sum().item() / scale, (lo, hi),
         (int((totals <= 0).sum()) + 1) / (draws + 1), draws,
     )  # fmt: skip
