@@ -60,7 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--iters", type=int, default=d.max_iters, help="optimizer steps in all")
     ap.add_argument("--save-every", type=int, default=50)
     ap.add_argument("--method", choices=("grpo", "wd1"), default=d.method)
-    ap.add_argument("--estimator", choices=("one_step", "elbo", "trajectory"), default=d.estimator)
+    ap.add_argument(
+        "--estimator", choices=("one_step", "elbo", "trajectory", "block"), default=d.estimator
+    )
+    ap.add_argument(
+        "--sampler",
+        choices=("fixed", "variable"),
+        default=d.sampler,
+        help="the rollouts' sampler (variable: iLLaDA's, with --estimator block to match it)",
+    )
     ap.add_argument("--p-mask", type=float, default=d.p_mask)
     ap.add_argument("--elbo-draws", type=int, default=d.elbo_draws)
     ap.add_argument(
@@ -155,6 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
         eval_interval=args.eval_interval, seed=args.seed,
         prompts_per_step=args.prompts_per_step, group_size=args.group_size,
         inner_updates=args.inner_updates, method=args.method, estimator=args.estimator,
+        sampler=args.sampler,
         p_mask=args.p_mask, elbo_draws=args.elbo_draws, complementary=args.complementary,
         trajectory_group=args.trajectory_group,
         clip_eps=args.clip_eps, beta=args.beta, advantage_scale=args.advantage_scale,

@@ -23,6 +23,11 @@ explode. Two estimates and one rule:
   scores s consecutive steps from one pass, the canvas before the first of them; ``group=K`` (all
   steps) is the one-step estimate at p_mask 0. Nothing is drawn: the old, current and reference
   policies see the same canvases, so the log-ratio has no estimation noise at all.
+* **Block by block, as the variable-length sampler sees it** (``block_logprobs``): iLLaDA's
+  sampler appends one block of masks at a time and denoises it with nothing after it. d1's one-step
+  estimate taken on those canvases scores block j from one pass over the prompt, the blocks before
+  it in place, and block j fully masked, with no position after it: one pass per block, nothing
+  drawn but the prompt mask. With a single block of all C positions it is the one-step estimate.
 * **Common random numbers**: draw the masks once (``draw_one_step``, ``draw_elbo``) and score the
   current, the old and the reference policy on the *same* draws. The noise of the masks then cancels
   in the log-ratio; a model compared with itself gives exactly 0 (VRPO's antithetic sampling, d1's
@@ -232,3 +237,46 @@ def trajectory_logprobs(
         logp = _completion_log_probs(model, prompt, completion, canvas, prompt_keep)  # (B, C)
         out = torch.where(scored, logp, torch.zeros_like(logp) if out is None else out)
     return out
+
+
+def block_logprobs(
+    model: Callable,
+    prompt: torch.Tensor,
+    completion: torch.Tensor,
+    mask_id: int,
+    block_length: int,
+    draw: OneStepDraw,
+    prompt_keep: torch.Tensor | None = None,
+    needed: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """d1's one-step estimate on the variable-length sampler's canvases: block j of the
+    completion is read from one pass over [prompt (masked where ``draw`` says), completion blocks
+    0..j-1, block_length masks], the canvas ending with the block, as ``var_generate`` builds it.
+    prompt (B, P), completion (B, C) -> (B, C), with the graph. ``needed`` (B, C) bool: blocks
+    where no row needs a score are skipped (their log-probabilities are 0): an answer that stopped
+    in its second block costs no third pass."""
+    B, C = completion.shape
+    if block_length < 1 or C % block_length:
+        raise ValueError(
+            f"the completion's {C} positions are not whole blocks of {block_length}: pass the "
+            "block length the rollout was sampled with (a divisor of its gen_length)"
+        )
+    if draw.prompt_masked.shape != prompt.shape:
+        raise ValueError(
+            f"the draw masks a prompt of shape {tuple(draw.prompt_masked.shape)} but the prompt "
+            f"has shape {tuple(prompt.shape)}: draw once per batch, then reuse it for every policy"
+        )
+    seen_prompt = prompt.masked_fill(draw.prompt_masked, mask_id)  # (B, P)
+    block = torch.full_like(completion[:, :block_length], mask_id)  # (B, L)
+    scored: dict[int, torch.Tensor] = {}
+    for start in range(0, C, block_length):
+        end = start + block_length
+        if needed is not None and not needed[:, start:end].any():
+            continue
+        canvas = torch.cat([seen_prompt, completion[:, :start], block], 1)  # (B, P + end)
+        logp = _completion_log_probs(model, prompt, completion[:, :end], canvas, prompt_keep)
+        scored[start] = logp[:, start:]  # (B, L): the block's own positions
+    like = next(iter(scored.values()), None)
+    dtype = torch.float32 if like is None else like.dtype
+    zeros = torch.zeros(B, block_length, dtype=dtype, device=completion.device)
+    return torch.cat([scored.get(s, zeros) for s in range(0, C, block_length)], 1)  # (B, C)

@@ -1,16 +1,20 @@
 """Group policy-gradient RL for a masked diffusion LM, through the course's one training loop.
 
 One *rollout* every ``inner_updates`` iterations: ``prompts_per_step`` prompts, each answered
-``group_size`` times by the course's own sampler (the fixed canvas, batched, at ``temperature``),
-graded by a reward function, turned into group advantages. Each of the ``inner_updates`` iterations
-that follow is one optimizer step on that rollout (d1's mu), with its own mask draw, shared by the
-current, the old (rollout-time) and the reference policy (``minillada.diffusion.policy``).
+``group_size`` times by one of the course's own samplers at ``temperature`` (``sampler="fixed"``:
+LLaDA's canvas, batched; ``"variable"``: iLLaDA's block-at-a-time sampler, which stops each answer
+after the block holding its stop id), graded by a reward function, turned into group advantages.
+Each of the ``inner_updates`` iterations that follow is one optimizer step on that rollout (d1's
+mu), with its own mask draw, shared by the current, the old (rollout-time) and the reference policy
+(``minillada.diffusion.policy``).
 
 * ``method="grpo"``: d1's clipped token-level loss with a k3 KL (``estimator="one_step"``), or a
   sequence-level ratio exp((B_theta - B_old) / C) of ELBO estimates (``estimator="elbo"``, ESPO's
   form), clipped the same way; or per token along the rollout's own trajectory
   (``estimator="trajectory"``, TraceRL's replay: each token scored from the canvas the sampler
-  chose it on, ``trajectory_group`` steps per pass; no mask draws at all).
+  chose it on, ``trajectory_group`` steps per pass; no mask draws at all); or d1's estimate block
+  by block on the variable-length sampler's canvases (``estimator="block"``: each block masked
+  after the blocks before it, nothing after it), the estimate that matches ``sampler="variable"``.
 * ``method="wd1"``: wd1's ratio-free weighted likelihood; no old policy is needed.
 
 A completion is the generated canvas of ``gen_length`` tokens. As d1 (and TRL's GRPO) does, the
@@ -36,6 +40,7 @@ import torch
 
 from minillada.data.tokenizer import LLaDATokenizer
 from minillada.diffusion.policy import (
+    block_logprobs,
     check_p_mask,
     draw_elbo,
     draw_one_step,
@@ -44,8 +49,9 @@ from minillada.diffusion.policy import (
     sequence_elbo,
     trajectory_logprobs,
 )
+from minillada.runtime import model_device
 from minillada.sampling.generate import generate
-from minillada.sampling.variable_length import until_stop
+from minillada.sampling.variable_length import until_stop, var_generate_batch
 from minillada.training.llada import step_generator
 from minillada.training.loop import Step, TrainConfig, TrainState, train_loop
 from minillada.training.policy_gradient import (
@@ -71,7 +77,8 @@ class RLConfig(TrainConfig):
     group_size: int = 8  # G completions per prompt
     inner_updates: int = 2  # mu: optimizer steps per rollout
     method: Literal["grpo", "wd1"] = "grpo"
-    estimator: Literal["one_step", "elbo", "trajectory"] = "one_step"
+    estimator: Literal["one_step", "elbo", "trajectory", "block"] = "one_step"
+    sampler: Literal["fixed", "variable"] = "fixed"  # the rollouts' sampler
     p_mask: float = 0.0  # one-step: probability of masking each prompt token (d1: 0.15)
     elbo_draws: int = 2  # elbo: mask draws per completion
     complementary: bool = False  # elbo: add each draw's complement
@@ -81,7 +88,7 @@ class RLConfig(TrainConfig):
     advantage_scale: Literal["none", "std"] = "none"
     gen_length: int = 32
     block_length: int = 8
-    steps: int = 32  # denoising steps of a rollout
+    steps: int = 32  # denoising steps of a whole canvas (variable: steps / blocks per block)
     temperature: float = 1.0
     count_padding: bool = False  # True: every canvas token is in the loss; False: to the first stop
 
@@ -89,9 +96,23 @@ class RLConfig(TrainConfig):
         """Every setting an RL run reads, checked before any rollout is generated."""
         if self.method not in ("grpo", "wd1"):
             raise ValueError(f"method must be 'grpo' or 'wd1', got {self.method!r}")
-        if self.estimator not in ("one_step", "elbo", "trajectory"):
+        if self.estimator not in ("one_step", "elbo", "trajectory", "block"):
             raise ValueError(
-                f"estimator must be 'one_step', 'elbo' or 'trajectory', got {self.estimator!r}"
+                "estimator must be 'one_step', 'elbo', 'trajectory' or 'block', got "
+                f"{self.estimator!r}"
+            )
+        if self.sampler not in ("fixed", "variable"):
+            raise ValueError(f"sampler must be 'fixed' or 'variable', got {self.sampler!r}")
+        blocks, rest = divmod(self.gen_length, self.block_length)
+        if self.block_length < 1 or rest or self.steps % blocks:
+            raise ValueError(
+                f"gen_length={self.gen_length} must be whole blocks of block_length="
+                f"{self.block_length}, and steps={self.steps} a multiple of the {blocks} blocks"
+            )
+        if self.sampler == "variable" and self.estimator == "trajectory":
+            raise ValueError(
+                "estimator='trajectory' replays the fixed canvas's recorded steps; the variable-"
+                "length sampler records none. Use estimator='block' (its canvases) or 'one_step'."
             )
         if self.group_size < 2:
             raise ValueError(
@@ -136,6 +157,9 @@ def _estimate(model, r: Rollout, cfg: RLConfig, draw, mask_id: int) -> torch.Ten
         return one_step_logprobs(model, r.prompt, r.completion, mask_id, draw, r.prompt_keep)
     if cfg.estimator == "trajectory":
         return trajectory_logprobs(model, r.prompt, r.completion, mask_id, draw, r.prompt_keep)
+    if cfg.estimator == "block":  # blocks past every counted token are skipped
+        return block_logprobs(model, r.prompt, r.completion, mask_id, cfg.block_length, draw,
+                              r.prompt_keep, needed=r.completion_mask)  # fmt: skip
     return sequence_elbo(model, r.prompt, r.completion, mask_id, draw, r.prompt_keep)
 
 
@@ -168,16 +192,19 @@ def make_rollout(
     was_training = model.training
     model.eval()
     replay = cfg.estimator == "trajectory"
-    canvas = generate(
-        model, padded.input_ids, cfg.gen_length, cfg.block_length, cfg.steps, tokenizer.mask_id,
-        temperature=cfg.temperature, attention_mask=padded.attention_mask,
-        pad_id=tokenizer.pad_id, generator=generator, trace=replay,
-    )  # fmt: skip
     P = padded.input_ids.shape[1]
-    if replay:
-        canvas, trace = canvas
-        reveal_step = trace.reveal_step()[:, P:].cpu()  # (B, C)
-    completion = canvas[:, P:]  # (B, C)
+    if cfg.sampler == "variable":
+        completion = _variable_length_rollout(model, tokenizer, rows, cfg, generator)
+    else:
+        canvas = generate(
+            model, padded.input_ids, cfg.gen_length, cfg.block_length, cfg.steps,
+            tokenizer.mask_id, temperature=cfg.temperature, attention_mask=padded.attention_mask,
+            pad_id=tokenizer.pad_id, generator=generator, trace=replay,
+        )  # fmt: skip
+        if replay:
+            canvas, trace = canvas
+            reveal_step = trace.reveal_step()[:, P:].cpu()  # (B, C)
+        completion = canvas[:, P:]  # (B, C)
     rewards, lengths = [], []
     for b, row in enumerate(completion.cpu()):
         answer = until_stop(row, tokenizer.stop_ids)
@@ -187,7 +214,7 @@ def make_rollout(
     adv = group_advantages(rewards, cfg.group_size, cfg.advantage_scale)
     keep = padded.attention_mask.bool()
     B, C = completion.shape
-    if cfg.estimator == "one_step":
+    if cfg.estimator in ("one_step", "block"):
         draws = [draw_one_step(keep, cfg.p_mask, generator) for _ in range(cfg.inner_updates)]
     elif replay:  # the same canvases for every inner update: nothing random to redraw
         draws = [draw_trajectory(reveal_step, cfg.trajectory_group)] * cfg.inner_updates
@@ -214,6 +241,24 @@ def make_rollout(
     r.reference = [_estimate(reference, r, cfg, d, mask_id) if needs_ref else None for d in draws]
     model.train(was_training)
     return r
+
+
+def _variable_length_rollout(model, tokenizer, rows, cfg: RLConfig, generator) -> torch.Tensor:
+    """(B, C) answers of iLLaDA's variable-length sampler, all rows in one batch, at the fixed
+    canvas's tokens per step. An answer stops after the block holding its first stop id; the
+    positions after its last block are the pad id (after the stop: never counted, never scored
+    by the block estimate)."""
+    per_block = cfg.steps // (cfg.gen_length // cfg.block_length)
+    results = var_generate_batch(
+        model, rows, cfg.gen_length, cfg.block_length, per_block, tokenizer.mask_id,
+        batch_size=len(rows), stop_ids=tokenizer.stop_ids, temperature=cfg.temperature,
+        generator=generator,
+    )  # fmt: skip
+    completion = torch.full((len(rows), cfg.gen_length), tokenizer.pad_id, dtype=torch.long)
+    for b, result in enumerate(results):
+        generated = result.generated.cpu()
+        completion[b, : len(generated)] = generated
+    return completion.to(model_device(model))
 
 
 def _as_tokens(estimate: torch.Tensor | None, C: int) -> torch.Tensor | None:

@@ -76,6 +76,9 @@ def test_bad_settings_stop_before_any_work(tmp_path, extra, message):
 def test_settings_the_trainer_refuses_stop_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="group_size must be at least 2"):
         main(["--out", str(tmp_path / "x"), *SMALL, "--group-size", "1"])
+    with pytest.raises(ValueError, match="the variable-length sampler records none"):
+        main(["--out", str(tmp_path / "x"), *SMALL, "--sampler", "variable",
+              "--estimator", "trajectory"])  # fmt: skip
     (tmp_path / "y").mkdir()
     (tmp_path / "y" / "f").write_text("")
     with pytest.raises(SystemExit, match="not empty: pass --resume"):

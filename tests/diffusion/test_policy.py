@@ -1,5 +1,6 @@
 """Policy log-probabilities for RL: d1's one-step estimate, the sequence ELBO, shared draws, and the
-replay of a rollout's own trajectory."""
+replay of a rollout's own trajectory, and the block-by-block estimate of the variable-length
+sampler."""
 
 import math
 
@@ -8,6 +9,7 @@ import torch
 
 from minillada.diffusion.likelihood import estimate_conditional_nll
 from minillada.diffusion.policy import (
+    block_logprobs,
     draw_elbo,
     draw_one_step,
     draw_trajectory,
@@ -17,6 +19,7 @@ from minillada.diffusion.policy import (
 )
 from minillada.models.llada import LLaDAModel, preset
 from minillada.sampling.generate import generate
+from minillada.sampling.variable_length import var_generate_batch
 
 MASK = 5
 
@@ -219,3 +222,51 @@ def test_a_trajectory_refuses_prompt_positions_and_scores_a_never_revealed_one_l
         draw_trajectory(reveal, group=0)
     with pytest.raises(ValueError, match="completion has shape"):
         trajectory_logprobs(model, prompt, completion[:, :7], MASK, draw_trajectory(reveal))
+
+
+def test_one_block_of_the_whole_completion_is_the_one_step_estimate(model):
+    prompt, completion = batch()
+    keep = torch.ones_like(prompt, dtype=torch.bool)
+    draw = draw_one_step(keep, 0.3, torch.Generator().manual_seed(2))  # prompt masking is shared
+    with torch.no_grad():
+        one_step = one_step_logprobs(model, prompt, completion, MASK, draw)
+        one_block = block_logprobs(model, prompt, completion, MASK, 8, draw)
+    assert torch.equal(one_block, one_step)
+
+
+def test_a_greedy_variable_length_answer_is_the_argmax_of_each_blocks_pass(model):
+    """With one step per block the sampler reveals a whole block from one pass over the prompt,
+    the blocks before it and the block's masks, nothing after it: the block estimate's pass. So
+    each greedy token is that pass's most likely token, and its score is the pass's maximum."""
+    prompt, _ = batch(B=3, P=6, seed=3)
+    results = var_generate_batch(model, list(prompt), 12, 4, 1, MASK, batch_size=3,
+                                 stop_ids=[63], logits_mask_inf=True)  # fmt: skip
+    keep = torch.ones_like(prompt, dtype=torch.bool)
+    for row, result in zip(prompt, results, strict=True):
+        answer = result.generated[None]  # (1, blocks * 4)
+        with torch.no_grad():
+            logp = block_logprobs(model, row[None], answer, MASK, 4, draw_one_step(keep[:1], 0.0))
+            for start in range(0, answer.shape[1], 4):
+                canvas = torch.cat([row[None], answer[:, :start], torch.full((1, 4), MASK)], 1)
+                seen = model(canvas)[:, -4:].log_softmax(-1)  # (1, 4, V)
+                seen[..., MASK] = -math.inf
+                block = slice(start, start + 4)
+                assert torch.equal(answer[:, block], seen.argmax(-1))
+                assert torch.allclose(logp[:, block], seen.max(-1).values, atol=1e-12)
+    assert {r.blocks for r in results} != {1}  # a later block, with earlier ones in place, is read
+
+
+def test_blocks_no_row_needs_are_skipped_and_bad_blocks_are_errors(model):
+    prompt, completion = batch()
+    keep = torch.ones_like(prompt, dtype=torch.bool)
+    draw = draw_one_step(keep, 0.0)
+    needed = torch.zeros_like(completion, dtype=torch.bool)
+    needed[0, :3] = True  # only row 0's first block is counted
+    with torch.no_grad():
+        full = block_logprobs(model, prompt, completion, MASK, 4, draw)
+        skipped = block_logprobs(model, prompt, completion, MASK, 4, draw, needed=needed)
+    assert torch.equal(skipped[:, :4], full[:, :4]) and not skipped[:, 4:].any()
+    with pytest.raises(ValueError, match="not whole blocks of 3"):
+        block_logprobs(model, prompt, completion, MASK, 3, draw)
+    with pytest.raises(ValueError, match="draw once per batch"):
+        block_logprobs(model, prompt[:2], completion[:2], MASK, 4, draw)

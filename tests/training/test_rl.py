@@ -64,8 +64,14 @@ def test_a_short_run_records_its_curves_and_moves_the_weights(shipped):
     assert any(not torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
 
 
-def test_a_run_resumed_at_a_rollout_boundary_ends_where_an_unbroken_run_ends(shipped, tmp_path):
-    cfg = small()
+VARIABLE = dict(sampler="variable", estimator="block", gen_length=16, steps=16)
+
+
+@pytest.mark.parametrize("overrides", [{}, VARIABLE], ids=["fixed", "variable"])
+def test_a_run_resumed_at_a_rollout_boundary_ends_where_an_unbroken_run_ends(
+    shipped, tmp_path, overrides
+):
+    cfg = small(**overrides)
     model, tok, prompts, grade = setup(shipped)
     whole = train_rl(model, tok, prompts, grade, cfg, progress=False)
     first, _, _, _ = setup(shipped)
@@ -101,6 +107,7 @@ def test_lora_trains_only_the_adapters_against_the_base_as_reference(shipped):
         dict(estimator="elbo", complementary=True),
         dict(inner_updates=1),
         dict(estimator="trajectory", trajectory_group=4),
+        VARIABLE,
     ],
 )
 def test_the_other_estimators_and_methods_run(shipped, overrides):
@@ -120,7 +127,9 @@ def test_the_other_estimators_and_methods_run(shipped, overrides):
         (dict(p_mask=1.0), r"must be in \[0, 1\)"),
         (dict(temperature=0.0), "need temperature > 0"),
         (dict(method="ppo"), "method must be"),
-        (dict(gen_length=200, block_length=8), "the model's context is 128"),
+        (dict(gen_length=200, block_length=8, steps=200), "the model's context is 128"),
+        (dict(gen_length=12, block_length=8, steps=12), "must be whole blocks"),
+        (dict(sampler="variable", estimator="trajectory"), "records none"),
     ],
 )
 def test_bad_settings_are_refused_before_the_first_rollout(shipped, overrides, match):
@@ -158,3 +167,16 @@ def test_stopping_inside_a_rollout_and_a_kl_without_reference_are_errors(shipped
         train_rl(model, tok, prompts, grade, small(), stop_after=1, progress=False)
     with pytest.raises(ValueError, match="needs a reference policy"):
         train_rl(model, tok, prompts, grade, small(beta=0.1), progress=False)
+
+
+def test_a_variable_length_rollout_stops_each_answer_after_the_block_holding_its_stop(shipped):
+    model, tok, prompts, grade = setup(shipped)
+    cfg = small(sampler="variable", estimator="block", gen_length=24, steps=24, block_length=8)
+    r = make_rollout(model, tok, prompts, grade, cfg, step_generator(0, 0))
+    stops = torch.isin(r.completion, torch.tensor(tok.stop_ids))
+    first = torch.where(stops.any(1), stops.float().argmax(1), 24)  # (B,)
+    for b in range(len(first)):
+        after = (int(first[b]) // 8 + 1) * 8  # the end of the block that holds the stop
+        assert (r.completion[b, after:] == tok.pad_id).all()  # no block generated after it
+    assert torch.equal(r.completion_mask.sum(1), r.answer_tokens + 1)
+    assert (r.answer_tokens > 0).all()
