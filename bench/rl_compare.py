@@ -144,7 +144,11 @@ def markdown(record: dict, command: str) -> str:
                 f"`{record['baselines_from']}`."
                 if record.get("more_sft_reused", True)
                 else f" The start's scores are reused from `{record['baselines_from']}`; more "
-                "SFT is trained again."
+                + (
+                    "SFT is scored again from finished runs in the work folder (each named below)."
+                    if sfts and all(m.get("reused_run") for m in sfts.values())
+                    else "SFT is trained again."
+                )
             )
             if "baselines_from" in record
             else ""
@@ -226,6 +230,8 @@ def markdown(record: dict, command: str) -> str:
                   + (f"target {m['target_seconds']:.0f} s, " if m["target_seconds"] else "")
                   + f"from {m['target_from']}; the RL runs' median was "
                   f"{record.get('rl_median_train_seconds', float('nan')):.0f} s)."]  # fmt: skip
+        if m.get("reused_run"):
+            lines[-1] += f" A finished run, reused: `{m['reused_run']}`."
         if "rl_probe" in record and m["seconds_per_iter"] is not None:
             r = record["rl_probe"]
             lines[-1] += (
@@ -405,7 +411,8 @@ def main() -> None:
         for seed in sft_seeds:
             out = args.workdir / ("sft_more" if seed is None else f"sft_more_seed{seed}")
             sft = finished_run(out, args.wait) if seed is not None else None
-            if sft is not None:  # reuse only what matches
+            reused = sft is not None
+            if reused:  # reuse only what matches
                 cfg = sft["train_config"]
                 if (cfg["iters"], cfg["seed"], cfg["base"], cfg["lr"], cfg["min_lr"]) != (
                         sft_iters, seed, str(base), 3e-5, 3e-5):  # fmt: skip
@@ -431,7 +438,8 @@ def main() -> None:
                      "target_seconds": seconds, "target_from": source,
                      "train_seconds": sft["train_seconds"], "command": sft["command"],
                      "against_start": against(record["start"], sft_run),
-                     "evaluation": sft_run["evaluation"]}  # fmt: skip
+                     "evaluation": sft_run["evaluation"],
+                     **({"reused_run": str(out)} if reused else {})}  # fmt: skip
             if seed is None:
                 record["more_sft"] = entry
             else:

@@ -88,6 +88,12 @@ def test_the_quick_run_records_every_comparison(tmp_path, tinyshakespeare):
     assert "## Each method's seeds against more SFT's seeds" in report
 
     # a finished SFT folder is reused only for the same run; another one stops before training
+    again_after = tmp_path / "again_after.json"
+    _main(*flags, "--out", str(again_after), "--sft-iters", "2")
+    reused = json.loads(again_after.read_text())["more_sft_runs"]
+    assert reused == {name: {**run, "reused_run": str(tmp_path / "runs_after" / f"sft_more_{name}")}
+                      for name, run in fourth["more_sft_runs"].items()}  # fmt: skip
+    assert "A finished run, reused" in again_after.with_suffix(".md").read_text()
     with pytest.raises(SystemExit, match="holds another SFT run \\(2 iterations"):
         _main(*flags, "--out", str(tmp_path / "x.json"), "--sft-iters", "3")
 
