@@ -143,24 +143,35 @@ def draw_trajectory(reveal_step: torch.Tensor, group: int = 1) -> TrajectoryDraw
     return TrajectoryDraw(chunk=(step - 1) // group)
 
 
+def _check_draw(draw: OneStepDraw, prompt: torch.Tensor) -> None:
+    if draw.prompt_masked.shape != prompt.shape:
+        raise ValueError(
+            f"the draw masks a prompt of shape {tuple(draw.prompt_masked.shape)} but the prompt "
+            f"has shape {tuple(prompt.shape)}: draw once per batch, then reuse it for every policy"
+        )
+
+
 def _completion_log_probs(
     model: Callable,
     prompt: torch.Tensor,
     completion: torch.Tensor,
     canvas: torch.Tensor,
     prompt_keep: torch.Tensor | None,
+    scored_from: int = 0,
 ) -> torch.Tensor:
-    """log p(completion_k | canvas) at every completion position: (B, P + C) canvas -> (B, C)."""
+    """log p(completion_k | canvas) at the completion positions from ``scored_from`` on:
+    (B, P + C) canvas -> (B, C - scored_from)."""
     P = prompt.shape[1]
     keep = positions = None
     if prompt_keep is not None:
         keep = torch.cat([prompt_keep.bool(), torch.ones_like(completion, dtype=torch.bool)], 1)
         positions = row_positions(keep)  # (B, P + C): each row counted from its first token
-    logits = model_logits(model, canvas, keep, positions, logits_from=P)
+    first = P + scored_from
+    logits = model_logits(model, canvas, keep, positions, logits_from=first)
     if not cuts_logits(model):
-        logits = logits[:, P:]  # (B, C, V)
+        logits = logits[:, first:]  # (B, C - scored_from, V)
     logp = F.log_softmax(upcast(logits), dim=-1)  # float32 at least: bf16 log-probs are coarse
-    return logp.gather(-1, completion.unsqueeze(-1)).squeeze(-1)  # (B, C)
+    return logp.gather(-1, completion[:, scored_from:].unsqueeze(-1)).squeeze(-1)
 
 
 def one_step_logprobs(
@@ -174,11 +185,7 @@ def one_step_logprobs(
     """d1's per-token estimate, log pi(o_k | q'), from one pass with the completion fully masked and
     the prompt masked where ``draw`` says: prompt (B, P), completion (B, C) -> (B, C), with the
     graph (differentiate it for the policy gradient; wrap in no_grad for old/reference)."""
-    if draw.prompt_masked.shape != prompt.shape:
-        raise ValueError(
-            f"the draw masks a prompt of shape {tuple(draw.prompt_masked.shape)} but the prompt "
-            f"has shape {tuple(prompt.shape)}: draw once per batch, then reuse it for every policy"
-        )
+    _check_draw(draw, prompt)
     canvas = torch.cat(
         [prompt.masked_fill(draw.prompt_masked, mask_id), torch.full_like(completion, mask_id)], 1
     )  # (B, P + C)
@@ -261,11 +268,7 @@ def block_logprobs(
             f"the completion's {C} positions are not whole blocks of {block_length}: pass the "
             "block length the rollout was sampled with (a divisor of its gen_length)"
         )
-    if draw.prompt_masked.shape != prompt.shape:
-        raise ValueError(
-            f"the draw masks a prompt of shape {tuple(draw.prompt_masked.shape)} but the prompt "
-            f"has shape {tuple(prompt.shape)}: draw once per batch, then reuse it for every policy"
-        )
+    _check_draw(draw, prompt)
     seen_prompt = prompt.masked_fill(draw.prompt_masked, mask_id)  # (B, P)
     block = torch.full_like(completion[:, :block_length], mask_id)  # (B, L)
     scored: dict[int, torch.Tensor] = {}
@@ -274,8 +277,9 @@ def block_logprobs(
         if needed is not None and not needed[:, start:end].any():
             continue
         canvas = torch.cat([seen_prompt, completion[:, :start], block], 1)  # (B, P + end)
-        logp = _completion_log_probs(model, prompt, completion[:, :end], canvas, prompt_keep)
-        scored[start] = logp[:, start:]  # (B, L): the block's own positions
+        scored[start] = _completion_log_probs(  # (B, L): the block's own positions
+            model, prompt, completion[:, :end], canvas, prompt_keep, scored_from=start
+        )
     like = next(iter(scored.values()), None)
     dtype = torch.float32 if like is None else like.dtype
     zeros = torch.zeros(B, block_length, dtype=dtype, device=completion.device)

@@ -103,8 +103,8 @@ class RLConfig(TrainConfig):
             )
         if self.sampler not in ("fixed", "variable"):
             raise ValueError(f"sampler must be 'fixed' or 'variable', got {self.sampler!r}")
-        blocks, rest = divmod(self.gen_length, self.block_length)
-        if self.block_length < 1 or rest or self.steps % blocks:
+        blocks, rest = divmod(self.gen_length, max(self.block_length, 1))
+        if self.block_length < 1 or rest or blocks < 1 or self.steps % blocks:
             raise ValueError(
                 f"gen_length={self.gen_length} must be whole blocks of block_length="
                 f"{self.block_length}, and steps={self.steps} a multiple of the {blocks} blocks"
