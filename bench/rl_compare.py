@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import statistics
 import sys
@@ -110,6 +111,45 @@ def sft_runs(record: dict) -> dict:
         return {f"more SFT, {name.replace('seed', 'seed ')}": run
                 for name, run in record["more_sft_runs"].items()}  # fmt: skip
     return {"more SFT": record["more_sft"]} if "more_sft" in record else {}
+
+
+def reuse_sft_grades(record: dict, path: Path, n_items: int, quick: bool, base: Path) -> None:
+    """Take the more-SFT runs of an earlier record as this record's baseline, by their stored
+    grades. That record may have started from an SFT continuation of ``base``, this record's
+    start (its --start, made by train_sft from ``base`` with --iters N): each run then counts N
+    more iterations, and is tested against this start again."""
+    other = json.loads(path.read_text())
+    n = other["start"]["fixed"]["all"]["n"]
+    if other["quick"] != quick or n != n_items or "more_sft_runs" not in other:
+        raise SystemExit(
+            f"--sft-grades-from {path}: needs more-SFT runs (--sft-seeds) graded on {n_items} "
+            f"items (quick={quick}); it has {'' if 'more_sft_runs' in other else 'no '}such "
+            f"runs, graded on {n} items (quick={other['quick']})"
+        )
+    before = 0
+    if "start_path" in other:  # SFT on top of an SFT continuation of this start
+        made_by = other.get("start_made_by", "")
+        found_base = re.search(r"--base (\S+)", made_by)
+        found_iters = re.search(r"--iters (\d+)", made_by)
+        if (
+            "train_sft" not in made_by
+            or found_base is None
+            or found_iters is None
+            or Path(found_base.group(1)).resolve() != Path(base).resolve()
+        ):
+            raise SystemExit(
+                f"--sft-grades-from {path} started from {other['start_path']}, made by "
+                f"{made_by or 'an unrecorded command'}: not a train_sft continuation of {base}"
+            )
+        before = int(found_iters.group(1))
+    record["sft_grades_from"] = {"path": str(path), "start_path": other.get("start_path"),
+                                 "start_made_by": other.get("start_made_by"),
+                                 "iters_before": before}  # fmt: skip
+    record["more_sft_runs"] = {
+        name: {**entry, "iters": before + entry["iters"], "iters_on_top": entry["iters"],
+               "against_start": against(record["start"], entry), "grades_from": str(path)}
+        for name, entry in other["more_sft_runs"].items()
+    }  # fmt: skip
 
 
 def wait_for(path: Path, seconds: float) -> None:
@@ -232,6 +272,15 @@ def markdown(record: dict, command: str) -> str:
                   f"{record.get('rl_median_train_seconds', float('nan')):.0f} s)."]  # fmt: skip
         if m.get("reused_run"):
             lines[-1] += f" A finished run, reused: `{m['reused_run']}`."
+        if m.get("grades_from"):
+            g = record["sft_grades_from"]
+            lines[-1] += f" Its grades are reused from `{m['grades_from']}`" + (
+                f": {g['iters_before']} iterations made its start `{g['start_path']}` "
+                f"({g['start_made_by']}), then {m['iters_on_top']} more; the time above is "
+                "the second part's."
+                if g["iters_before"]
+                else "."
+            )
         if "rl_probe" in record and m["seconds_per_iter"] is not None:
             r = record["rl_probe"]
             lines[-1] += (
@@ -329,6 +378,14 @@ def main() -> None:
         default=None,
         help="an earlier --out of this script: reuse its start and more-SFT scores (its start "
         "only, with --sft-seconds, --sft-iters or --rl-probe-iters: more SFT is trained again)",
+    )
+    ap.add_argument(
+        "--sft-grades-from",
+        type=Path,
+        default=None,
+        help="an earlier --out whose more-SFT runs (--sft-seeds) are the baseline here, by their "
+        "stored grades on the same items (their folders may be gone); that record may start "
+        "from an SFT continuation of this start (--start): its iterations are counted from here",
     )
     ap.add_argument("rl_args", nargs="*", help="more train_rl flags, after --")
     args = ap.parse_args()
@@ -447,11 +504,17 @@ def main() -> None:
             save()
 
     retrain_sft = bool(args.sft_seconds or args.sft_iters or args.rl_probe_iters)
+    if args.sft_grades_from and retrain_sft:
+        raise SystemExit("--sft-grades-from reuses more SFT; it takes no --sft-seconds, "
+                         "--sft-iters or --rl-probe-iters")  # fmt: skip
     start_flag = ["--base", str(base)] if args.start is not None else []
     if earlier is not None:
         record["more_sft_reused"] = not retrain_sft
         if not retrain_sft:
             record["more_sft"] = earlier["more_sft"]
+    if args.sft_grades_from:
+        reuse_sft_grades(record, args.sft_grades_from, len(items), quick, base)
+        save()
     if args.rl_probe_iters:  # the RL setting's own speed, measured alone: equal time for both
         shutil.rmtree(args.workdir / "rl_probe", ignore_errors=True)
         probe = train_rl.main([

@@ -66,6 +66,8 @@ def test_the_quick_run_records_every_comparison(tmp_path, tinyshakespeare):
     report = third.with_suffix(".md").read_text()
     assert "more SFT is trained again" in report and "timed alone" in report
 
+    bench = _bench_module()
+
     # RL after more SFT: both continue from the first run's SFT model, more SFT on two seeds
     start, after = tmp_path / "runs" / "sft_more", tmp_path / "after.json"
     flags = ["--quick", "--threads", "1", "--workdir", str(tmp_path / "runs_after"), "--methods",
@@ -86,6 +88,27 @@ def test_the_quick_run_records_every_comparison(tmp_path, tinyshakespeare):
     report = after.with_suffix(".md").read_text()
     assert "not lesson 6's model" in report and "## Paired tests against more SFT, seed 2" in report
     assert "## Each method's seeds against more SFT's seeds" in report
+
+    # more SFT by stored grades: the runs above, on top of the first record's SFT model, are the
+    # baseline of a lesson-6 record (counted from lesson 6, tested against its start again)
+    graded = tmp_path / "graded.json"
+    _main("--quick", "--threads", "1", "--out", str(graded), "--workdir",
+          str(tmp_path / "runs_trajectory"), "--methods", "grpo", "--seeds", "5,",
+          "--baselines-from", str(out), "--sft-grades-from", str(after), "--", "--estimator",
+          "trajectory")  # fmt: skip
+    fifth = json.loads(graded.read_text())
+    assert fifth["start"] == record["start"] and set(fifth["more_sft_runs"]) == {"seed1", "seed2"}
+    for name, run in fifth["more_sft_runs"].items():
+        assert (run["iters"], run["iters_on_top"]) == (3 + 2, 2)
+        assert run["evaluation"] == fourth["more_sft_runs"][name]["evaluation"]
+        assert run["against_start"] == bench.against(record["start"], run)
+    assert fifth["rl"]["grpo_seed5"] == second["rl"]["grpo_seed5"]  # reused, not retrained
+    assert fifth["rl_against_sft_seeds"]["grpo"]["fixed"]["runs_b"] == 2
+    assert "then 2 more" in graded.with_suffix(".md").read_text()
+    with pytest.raises(SystemExit, match="needs more-SFT runs"):  # the first record has one
+        _main("--quick", "--threads", "1", "--out", str(tmp_path / "y.json"), "--workdir",
+              str(tmp_path / "runs_trajectory"), "--methods", "grpo", "--seeds", "5,",
+              "--baselines-from", str(out), "--sft-grades-from", str(out))  # fmt: skip
 
     # a finished SFT folder is reused only for the same run; another one stops before training
     again_after = tmp_path / "again_after.json"
