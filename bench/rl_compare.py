@@ -142,7 +142,8 @@ def reuse_sft_grades(record: dict, path: Path, n_items: int, quick: bool, base: 
                 f"{made_by or 'an unrecorded command'}: not a train_sft continuation of {base}"
             )
         before = int(found_iters.group(1))
-    record["sft_grades_from"] = {"path": str(path), "start_path": other.get("start_path"),
+    record["sft_grades_from"] = {"path": str(path), "machine": other["machine"],
+                                 "start_path": other.get("start_path"),
                                  "start_made_by": other.get("start_made_by"),
                                  "iters_before": before}  # fmt: skip
     record["more_sft_runs"] = {
@@ -190,7 +191,18 @@ def markdown(record: dict, command: str) -> str:
                     else "SFT is trained again."
                 )
             )
-            if "baselines_from" in record
+            if "baselines_from" in record and "sft_grades_from" not in record
+            else ""
+        )
+        + (
+            (
+                f" The start's scores are reused from `{record['baselines_from']}`."
+                if "baselines_from" in record
+                else ""
+            )
+            + f" More SFT is the runs of `{record['sft_grades_from']['path']}`, by their stored "
+            f"grades (trained on {record['sft_grades_from']['machine']})."
+            if "sft_grades_from" in record
             else ""
         ),
         "",

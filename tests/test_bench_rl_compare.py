@@ -104,7 +104,8 @@ def test_the_quick_run_records_every_comparison(tmp_path, tinyshakespeare):
         assert run["against_start"] == bench.against(record["start"], run)
     assert fifth["rl"]["grpo_seed5"] == second["rl"]["grpo_seed5"]  # reused, not retrained
     assert fifth["rl_against_sft_seeds"]["grpo"]["fixed"]["runs_b"] == 2
-    assert "then 2 more" in graded.with_suffix(".md").read_text()
+    report = graded.with_suffix(".md").read_text()
+    assert "then 2 more" in report and "by their stored grades" in report
     with pytest.raises(SystemExit, match="needs more-SFT runs"):  # the first record has one
         _main("--quick", "--threads", "1", "--out", str(tmp_path / "y.json"), "--workdir",
               str(tmp_path / "runs_trajectory"), "--methods", "grpo", "--seeds", "5,",
