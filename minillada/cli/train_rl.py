@@ -28,7 +28,11 @@ from safetensors.torch import load_file, save_file
 
 from minillada.checkpoints.hf import load_hf_checkpoint, save_hf_checkpoint
 from minillada.checkpoints.shipped import INSTRUCT_SHAKESPEARE, METRICS_FILE, shipped_checkpoint
-from minillada.checkpoints.train_state import load_training_checkpoint, save_training_checkpoint
+from minillada.checkpoints.train_state import (
+    TRAINER_FILE,
+    load_training_checkpoint,
+    save_training_checkpoint,
+)
 from minillada.data.bpe import save_tokenizer
 from minillada.data.downloads import load_text
 from minillada.data.instructions import TASKS, encode_example, make_instruction_data
@@ -150,6 +154,34 @@ def _resume(out: Path, model, state, lora: bool):
     return load_training_checkpoint(out, model, state)
 
 
+def _check_same_run(out: Path, cfg: RLConfig, extra: dict) -> None:
+    """--resume continues a run with its own settings: refuse, before any work, a command whose
+    settings differ from the saved ones (all but --iters), which would go on silently as another
+    run from the same weights."""
+    path = out / TRAINER_FILE
+    if not path.is_file():
+        raise SystemExit(f"{out} holds no {TRAINER_FILE}: nothing to resume (drop --resume)")
+    saved = json.loads(path.read_text())
+    given = json.loads(json.dumps(asdict(cfg)))  # tuples as the saved lists
+    differ = [(k, saved["train_config"][k], given[k]) for k in given
+              if k != "max_iters" and k in saved["train_config"]
+              and saved["train_config"][k] != given[k]]  # fmt: skip
+    for key, value in extra.items():
+        if key not in saved:  # a run saved before this setting was recorded
+            continue
+        same = (Path(saved[key]).resolve() == Path(value).resolve() if key == "base"
+                else saved[key] == value)  # fmt: skip
+        if not same:
+            differ.append((key, saved[key], value))
+    if differ:
+        lines = "; ".join(f"--{k.replace('_', '-')}: the run has {a}, this command {b}"
+                          for k, a, b in differ)  # fmt: skip
+        raise SystemExit(
+            f"{out} was trained with other settings ({lines}). --resume continues a run with its "
+            "own settings: give the flags it was started with (only --iters may change)"
+        )
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     if args.threads:
@@ -180,6 +212,11 @@ def main(argv: list[str] | None = None) -> dict:
     if out.exists() and any(out.iterdir()) and not args.resume:
         raise SystemExit(f"{out} is not empty: pass --resume to continue it, or another --out")
     base = Path(args.base) if args.base else shipped_checkpoint(INSTRUCT_SHAKESPEARE)
+    extra = {"base": str(base), "tasks": tasks, "reward": args.reward, "lora_rank": args.lora_rank,
+             "train_per_task": args.train_per_task, "held_out_per_task": args.held_out_per_task,
+             "data_seed": args.data_seed}  # fmt: skip
+    if args.resume:
+        _check_same_run(out, cfg, extra)
     model = load_hf_checkpoint(base, dtype=torch.float32)
     tok = LLaDATokenizer.from_folder(base)
     data = make_instruction_data(
@@ -219,7 +256,6 @@ def main(argv: list[str] | None = None) -> dict:
         f"{cfg.inner_updates} updates each; to iteration {cfg.max_iters}",
         flush=True,
     )
-    extra = {"base": str(base), "tasks": tasks, "reward": args.reward, "lora_rank": args.lora_rank}
     t0 = time.perf_counter()
     while state.iter_num < cfg.max_iters:
         state = train_rl(

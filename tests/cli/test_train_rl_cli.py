@@ -31,6 +31,13 @@ def test_a_resumed_run_ends_where_an_unbroken_run_ends(tmp_path, tinyshakespeare
     record = main(["--out", str(whole), "--iters", "4", *SMALL, *lora, "--beta", "0.04"])
     main(["--out", str(broken), "--iters", "2", *SMALL, *lora, "--beta", "0.04",
           "--final-eval", "none"])  # fmt: skip
+    # other settings than the run's would go on as another run: refused, the folder untouched
+    before = (broken / "trainer_state.json").read_text()
+    with pytest.raises(SystemExit, match="--prompts-per-step: the run has 2, this command 4; "
+                       "--tasks: the run has .*only --iters may change"):  # fmt: skip
+        main(["--out", str(broken), "--iters", "4", *SMALL, "--prompts-per-step", "4", "--tasks",
+              "reverse", *lora, "--beta", "0.04", "--resume"])  # fmt: skip
+    assert (broken / "trainer_state.json").read_text() == before
     resumed = main(["--out", str(broken), "--iters", "4", *SMALL, *lora, "--beta", "0.04",
                     "--resume"])  # fmt: skip
     assert resumed["history"]["loss"] == record["history"]["loss"]
@@ -79,6 +86,8 @@ def test_settings_the_trainer_refuses_stop_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="the variable-length sampler records none"):
         main(["--out", str(tmp_path / "x"), *SMALL, "--sampler", "variable",
               "--estimator", "trajectory"])  # fmt: skip
+    with pytest.raises(SystemExit, match="nothing to resume"):
+        main(["--out", str(tmp_path / "x"), *SMALL, "--resume"])
     (tmp_path / "y").mkdir()
     (tmp_path / "y" / "f").write_text("")
     with pytest.raises(SystemExit, match="not empty: pass --resume"):
