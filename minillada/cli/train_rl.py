@@ -9,7 +9,8 @@ instructions of ``--tasks`` (the held-out items are never seen), and trains with
 ``minillada.training.rl`` (GRPO as d1 codes it, or wd1), fully or through LoRA adapters
 (``--lora-rank``). Every ``--save-every`` iterations (a multiple of ``--inner-updates``: a
 checkpoint sits at a rollout boundary) the folder gets the weights (LLaDA layout), the optimizer,
-the trainer state and, with LoRA, ``lora.safetensors``; ``--resume`` continues exactly. At the end
+the trainer state and, with LoRA, ``lora.safetensors``; ``--resume`` with the run's own flags
+(only ``--iters`` may change; other flags are refused) continues exactly. At the end
 the held-out instructions are answered with both samplers and training.json records the command,
 the settings, the curves and the scores; a LoRA run also writes the merged model to ``merged/``.
 """
