@@ -16,7 +16,7 @@ resumes, not the one that saved.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +129,42 @@ def load_train_state(folder: str | Path, state: TrainState) -> TrainState:
     state.iter_num = trainer["iter_num"]
     state.history = trainer["history"]
     return state
+
+
+def check_resume_settings(
+    saved: dict[str, Any] | None,
+    cfg: Any,
+    folder: str | Path,
+    may_change: tuple[str, ...] = (),
+) -> None:
+    """Refuse to resume a run with other training settings than it was saved with: the loop would
+    go on silently as another run from the same weights. ``saved`` is the run's recorded config
+    (``asdict`` of its dataclass, or a dict; None for a run that recorded none), ``cfg`` this
+    command's (a dataclass or a dict); ``max_iters`` and the names in ``may_change`` may differ.
+    Fields are named as the CLIs' flags."""
+    if saved is None:
+        return
+    given = json.loads(json.dumps(asdict(cfg) if is_dataclass(cfg) else cfg))  # tuples as lists
+    differ = [
+        f"--{key.replace('_', '-')}: the run has {saved[key]}, this command {value}"
+        for key, value in given.items()
+        if key not in ("max_iters", *may_change) and key in saved and saved[key] != value
+    ]
+    if differ:
+        raise ResumeError(
+            f"{folder} was trained with other settings ({'; '.join(differ)}). Resuming continues "
+            "a run with its own settings: give the flags it was started with (only --iters may "
+            "change)"
+        )
+
+
+def check_resume_folder(folder: str | Path, cfg: Any, may_change: tuple[str, ...] = ()) -> None:
+    """``check_resume_settings`` against the config a training checkpoint folder recorded
+    (``save_training_checkpoint``'s ``train_config``), before any work; a ResumeError if the
+    folder holds no training state."""
+    folder = _require_train_state(folder)
+    saved = json.loads((folder / TRAINER_FILE).read_text()).get("train_config")
+    check_resume_settings(saved, cfg, folder, may_change)
 
 
 # LLaDA training checkpoints: weights in the released layout + the training state -----------------

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from minillada.checkpoints.folder import load_weights, save_checkpoint
-from minillada.checkpoints.train_state import load_train_state
+from minillada.checkpoints.folder import load_weights, read_config, save_checkpoint
+from minillada.checkpoints.train_state import ResumeError, check_resume_settings, load_train_state
 from minillada.data.char import CharTokenizer, eval_windows, get_batch, load_char_corpus
 from minillada.diffusion.likelihood import estimate_nelbo
 from minillada.diffusion.objectives import diffusion_loss
@@ -106,7 +106,11 @@ def start_char_run(args: argparse.Namespace, causal: bool = False) -> CharRun:
     model = TinyTransformer(model_cfg, generator=torch.Generator().manual_seed(args.seed))
     state = new_train_state(model, train_cfg)
     out = Path(args.out)
-    if args.resume:
+    if args.resume:  # the run's own settings, or a clear refusal before loading anything
+        try:
+            check_resume_settings(read_config(out).get("train"), train_cfg, out)
+        except ResumeError as err:
+            raise SystemExit(str(err)) from None
         load_weights(model, out)
         load_train_state(out, state)
         print(f"resumed at iteration {state.iter_num}")

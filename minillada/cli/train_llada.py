@@ -30,7 +30,12 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from minillada.checkpoints.shipped import ship_subword_run
-from minillada.checkpoints.train_state import load_training_checkpoint, save_training_checkpoint
+from minillada.checkpoints.train_state import (
+    ResumeError,
+    check_resume_folder,
+    load_training_checkpoint,
+    save_training_checkpoint,
+)
 from minillada.data.bpe import save_tokenizer
 from minillada.data.subword import (
     DEFAULT_VOCAB_SIZE,
@@ -139,6 +144,13 @@ def main(argv: list[str] | None = None) -> dict:
         crop_prob=args.crop_prob,
         bf16=args.bf16,
     )
+    if args.resume:  # the run's own settings, or a clear refusal before any work
+        try:  # the decay's start follows --iters unless --decay is given
+            check_resume_folder(
+                out, cfg, may_change=() if args.decay is not None else ("decay_iters",)
+            )
+        except ResumeError as err:
+            raise SystemExit(str(err)) from None
     dtype = getattr(torch, args.dtype)
     model = LLaDAModel(model_cfg, generator=torch.Generator().manual_seed(args.seed))
     model = model.to(device=device, dtype=dtype)

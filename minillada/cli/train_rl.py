@@ -31,6 +31,8 @@ from minillada.checkpoints.hf import load_hf_checkpoint, save_hf_checkpoint
 from minillada.checkpoints.shipped import INSTRUCT_SHAKESPEARE, METRICS_FILE, shipped_checkpoint
 from minillada.checkpoints.train_state import (
     TRAINER_FILE,
+    ResumeError,
+    check_resume_settings,
     load_training_checkpoint,
     save_training_checkpoint,
 )
@@ -163,24 +165,14 @@ def _check_same_run(out: Path, cfg: RLConfig, extra: dict) -> None:
     if not path.is_file():
         raise SystemExit(f"{out} holds no {TRAINER_FILE}: nothing to resume (drop --resume)")
     saved = json.loads(path.read_text())
-    given = json.loads(json.dumps(asdict(cfg)))  # tuples as the saved lists
-    differ = [(k, saved["train_config"][k], given[k]) for k in given
-              if k != "max_iters" and k in saved["train_config"]
-              and saved["train_config"][k] != given[k]]  # fmt: skip
-    for key, value in extra.items():
-        if key not in saved:  # a run saved before this setting was recorded
-            continue
-        same = (Path(saved[key]).resolve() == Path(value).resolve() if key == "base"
-                else saved[key] == value)  # fmt: skip
-        if not same:
-            differ.append((key, saved[key], value))
-    if differ:
-        lines = "; ".join(f"--{k.replace('_', '-')}: the run has {a}, this command {b}"
-                          for k, a, b in differ)  # fmt: skip
-        raise SystemExit(
-            f"{out} was trained with other settings ({lines}). --resume continues a run with its "
-            "own settings: give the flags it was started with (only --iters may change)"
-        )
+    recorded = {k: saved[k] for k in extra if k in saved}  # runs saved before a key was recorded
+    if "base" in recorded and Path(recorded["base"]).resolve() == Path(extra["base"]).resolve():
+        recorded["base"] = extra["base"]  # the same folder, however spelt
+    try:
+        check_resume_settings({**saved.get("train_config", {}), **recorded},
+                              {**asdict(cfg), **extra}, out)  # fmt: skip
+    except ResumeError as err:
+        raise SystemExit(str(err)) from None
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -37,6 +37,9 @@ def test_cli_trains_saves_and_resumes(tmp_path, capsys, tinyshakespeare):
     config = json.loads((out / "config.json").read_text())
     assert config["iter_num"] == 6 and config["metrics"]["val_windows"] == 8
     assert (out / "optimizer.safetensors").is_file()
+    with pytest.raises(SystemExit, match="--batch-size: the run has 4, this command 8"):
+        main(["--out", str(out), "--iters", "9", "--save-every", "3", "--resume", *small,
+              "--batch-size", "8"])  # fmt: skip
     main(["--out", str(out), "--iters", "9", "--save-every", "3", "--resume", *small])
     assert "resumed at iteration 6" in capsys.readouterr().out
     model, tok, config = load_checkpoint(out)

@@ -233,6 +233,11 @@ def test_two_cpu_processes_equal_one(tmp_path, tinyshakespeare):
         timeout=600,
     )
     assert single.returncode == 0, single.stderr[-3000:]
+    # resuming with another setting would go on silently as another run: refused before any work
+    from minillada.cli.train_llada import main as train_llada_main
+
+    with pytest.raises(SystemExit, match="--lr: the run has [0-9.e-]+, this command 0.002"):
+        train_llada_main(["--out", str(tmp_path / "one"), *common, "--lr", "2e-3", "--resume"])
     torchrun = [
         sys.executable,
         "-m",
