@@ -38,6 +38,7 @@ import argparse
 import contextlib
 import gc
 import io
+import itertools
 import json
 import os
 import resource
@@ -393,8 +394,12 @@ def run_cli(workdir: Path, gsm8k: Path, dry_run: bool, timeout: int, data: dict)
 
 def interpolate(ms: dict[int, float], length: float) -> float:
     """ms per pass at ``length`` tokens: linear between the measured lengths, the shortest one's
-    below them (a shorter pass is not counted cheaper than measured), linear beyond the last."""
+    below them (a shorter pass is not counted cheaper than measured), linear beyond the last.
+    A longer pass is never counted cheaper than a shorter one measured: each length counts at
+    least the most any shorter length measured, since timing noise (another process on the
+    machine) can make a longer pass come out faster and the extended slope run downhill."""
     xs = sorted(ms)
+    ms = dict(zip(xs, itertools.accumulate((ms[x] for x in xs), max), strict=True))
     if length <= xs[0]:
         return ms[xs[0]]
     if length >= xs[-1]:

@@ -37,6 +37,13 @@ def test_interpolation_and_projection():
     assert bench.interpolate(ms, 384) == pytest.approx(25.0)
     assert bench.interpolate(ms, 1024) == 50.0
     assert bench.interpolate(ms, 1536) == pytest.approx(70.0)  # the last slope, extended
+    # noise made the longest pass look faster: it counts as the 512-token one, and the last
+    # slope, extended, is flat, not downhill (it would reach 0 ms by 2,048 tokens)
+    noisy = {256: 20.0, 512: 30.0, 1024: 25.0}
+    assert bench.interpolate(noisy, 1024) == 30.0 and bench.interpolate(noisy, 2048) == 30.0
+    rows = bench.project(noisy, 5.0)["gsm8k_instruct"]["by_answer_tokens"]
+    minutes = [rows[k]["minutes_all"] for k in ("300", "600", "1000", "2048")]
+    assert minutes == sorted(minutes) and len(set(minutes)) == 4
     # one 32-token block after a 200-token prompt: 32 passes over 232 tokens, each 20 ms
     assert bench.answer_ms(ms, 200, 32) == pytest.approx(32 * 20.0)
     flat = {256: 10.0, 2304: 10.0}
