@@ -561,6 +561,7 @@ def main() -> None:
                 "train_seconds": run["train_seconds"],
                 "reward_first_last": [run["history"]["reward"][0], run["history"]["reward"][-1]],
                 **signal_per_rollout(run),
+                "kl_per_token": run["history"]["kl"],  # k3 to the start, per iteration
                 "against_start": against(record["start"], run),
                 "evaluation": run["evaluation"],
             }

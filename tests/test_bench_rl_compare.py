@@ -38,6 +38,7 @@ def test_the_quick_run_records_every_comparison(tmp_path, tinyshakespeare):
     run = record["rl"]["grpo_seed0"]
     assert run["rollouts"] == 1 and run["prompts_per_rollout"] == 2  # 2 iterations, 2 per rollout
     assert 0 <= run["groups_with_signal_per_rollout"] <= 2
+    assert len(run["kl_per_token"]) == 2 and abs(run["kl_per_token"][0]) < 1e-6  # the start itself
 
     # a new RL setting on the same baselines, with a seed named: only its own run is trained
     again = tmp_path / "again.json"
