@@ -494,9 +494,11 @@ def check_prompt_mask_experiment(
     per task), the one-step sequence log-probability of its reference answer over ``draws`` prompt
     masks, as ``prompt_mask_measurements`` measures it (seeds 0 .. draws - 1, the sum over the
     completion tokens, sd with ddof 1). The checker repeats the measurement, compares every number
-    within 1e-6 of the size of the values (|mean| + sd) plus 1e-6 (float32 sums batched another
-    way differ by ~1e-7 of it), and prints the table; it draws no conclusion (that is the
-    learner's)."""
+    within 1e-4 of the size of the values (|mean| + sd) plus 1e-5, and prints the table; it draws
+    no conclusion (that is the learner's). Why 1e-4: float32 forwards batched another way, or
+    run on another CPU's kernels, differ by up to 2e-6 of it (measured with
+    ATEN_CPU_CAPABILITY=default), and the smallest mistake the check exists for, the sample s.d.
+    with ddof 0, moves a value by 7% of it."""
     got = run_experiment("Exercise 9.4", fn, list(p_masks))
     if got is None:
         return CheckResult(False)
@@ -524,7 +526,7 @@ def check_prompt_mask_experiment(
                     f"Exercise 9.4: p_mask {p_mask}, task {task!r}: expected a pair (mean, sd), "
                     f"got {short_repr(row[task])}"
                 )
-            tol = 1e-6 * (abs(mean) + sd) + 1e-6
+            tol = 1e-4 * (abs(mean) + sd) + 1e-5  # see the docstring
             if not (abs(pair[0] - mean) <= tol and abs(pair[1] - sd) <= tol):
                 raise ExerciseFailed(
                     f"Exercise 9.4: p_mask {p_mask}, task {task!r}: expected mean {mean:.6f} and "

@@ -259,7 +259,8 @@ def test_the_reference_measurement_is_the_recipe(instruct):
     for p in P_MASKS:
         assert list(expected[p]) == list(TASKS)
         for task in TASKS:
-            assert expected[p][task] == pytest.approx(got[p][task], rel=1e-6, abs=1e-6)
+            # one forward per draw against the checker's batch: the checker's tolerance
+            assert expected[p][task] == pytest.approx(got[p][task], rel=1e-4, abs=1e-5)
     assert all(sd == 0.0 for _, sd in expected[0.0].values())
     assert all(sd > 0.0 for _, sd in expected[0.3].values())
     with pytest.raises(ValueError, match="draws must be at least 2"):
