@@ -164,6 +164,26 @@ def wait_for(path: Path, seconds: float) -> None:
         time.sleep(min(30.0, seconds))
 
 
+def reused_baselines(record: dict, sfts: dict) -> str:
+    """The report's sentence on what this record took from earlier ones ("" if nothing)."""
+    if "sft_grades_from" in record:
+        g = record["sft_grades_from"]
+        start = (f" The start's scores are reused from `{record['baselines_from']}`."
+                 if "baselines_from" in record else "")  # fmt: skip
+        return (f"{start} More SFT is the runs of `{g['path']}`, by their stored grades (trained "
+                f"on {g['machine']}).")  # fmt: skip
+    if "baselines_from" not in record:
+        return ""
+    earlier = record["baselines_from"]
+    if record.get("more_sft_reused", True):
+        return f" The start's scores and the more-SFT baseline are reused from `{earlier}`."
+    if sfts and all(m.get("reused_run") for m in sfts.values()):
+        how = "scored again from finished runs in the work folder (each named below)."
+    else:
+        how = "trained again."
+    return f" The start's scores are reused from `{earlier}`; more SFT is {how}"
+
+
 def markdown(record: dict, command: str) -> str:
     """bench/rl_compare.md: every number from the record."""
     start = record["start"]
@@ -179,32 +199,7 @@ def markdown(record: dict, command: str) -> str:
         "",
         f"RL settings: `{' '.join(record['rl_args'])}` on top of the defaults of "
         f"`python -m minillada.cli.train_rl`, {record['iters']} iterations per run."
-        + (
-            (
-                f" The start's scores and the more-SFT baseline are reused from "
-                f"`{record['baselines_from']}`."
-                if record.get("more_sft_reused", True)
-                else f" The start's scores are reused from `{record['baselines_from']}`; more "
-                + (
-                    "SFT is scored again from finished runs in the work folder (each named below)."
-                    if sfts and all(m.get("reused_run") for m in sfts.values())
-                    else "SFT is trained again."
-                )
-            )
-            if "baselines_from" in record and "sft_grades_from" not in record
-            else ""
-        )
-        + (
-            (
-                f" The start's scores are reused from `{record['baselines_from']}`."
-                if "baselines_from" in record
-                else ""
-            )
-            + f" More SFT is the runs of `{record['sft_grades_from']['path']}`, by their stored "
-            f"grades (trained on {record['sft_grades_from']['machine']})."
-            if "sft_grades_from" in record
-            else ""
-        ),
+        + reused_baselines(record, sfts),
         "",
         *(
             [

@@ -76,7 +76,8 @@ def _require_train_state(folder: str | Path) -> Path:
     if not (folder / OPTIMIZER_FILE).is_file() or not (folder / TRAINER_FILE).is_file():
         raise ResumeError(
             f"{folder} has no {OPTIMIZER_FILE} / {TRAINER_FILE}: it holds no training state, so "
-            "it cannot be resumed (it was saved without state=..., or it is a released snapshot). "
+            "there is nothing to resume (it was saved without state=..., or it is a released "
+            "snapshot). "
             "Its weights alone load with minillada.checkpoints.folder.load_checkpoint or "
             "minillada.checkpoints.hf.load_hf_checkpoint."
         )
@@ -131,6 +132,15 @@ def load_train_state(folder: str | Path, state: TrainState) -> TrainState:
     return state
 
 
+def _same_setting(saved: Any, given: Any) -> bool:
+    """Equal, or two spellings of one existing folder (a relative and an absolute --base)."""
+    if saved == given:
+        return True
+    if isinstance(saved, str) and isinstance(given, str) and Path(given).exists():
+        return Path(saved).resolve() == Path(given).resolve()
+    return False
+
+
 def check_resume_settings(
     saved: dict[str, Any] | None,
     cfg: Any,
@@ -148,7 +158,9 @@ def check_resume_settings(
     differ = [
         f"--{key.replace('_', '-')}: the run has {saved[key]}, this command {value}"
         for key, value in given.items()
-        if key not in ("max_iters", *may_change) and key in saved and saved[key] != value
+        if key not in ("max_iters", *may_change)
+        and key in saved
+        and not _same_setting(saved[key], value)
     ]
     if differ:
         raise ResumeError(
@@ -158,13 +170,22 @@ def check_resume_settings(
         )
 
 
-def check_resume_folder(folder: str | Path, cfg: Any, may_change: tuple[str, ...] = ()) -> None:
-    """``check_resume_settings`` against the config a training checkpoint folder recorded
-    (``save_training_checkpoint``'s ``train_config``), before any work; a ResumeError if the
-    folder holds no training state."""
+def check_resume_folder(
+    folder: str | Path,
+    cfg: Any,
+    may_change: tuple[str, ...] = (),
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """``check_resume_settings`` against what a training checkpoint folder recorded, before any
+    work: ``save_training_checkpoint``'s ``train_config`` for ``cfg``, and its extra fields for
+    ``extra`` (the run-level settings beside the config; a field the run did not record is not
+    compared). A ResumeError if the folder holds no training state."""
     folder = _require_train_state(folder)
-    saved = json.loads((folder / TRAINER_FILE).read_text()).get("train_config")
-    check_resume_settings(saved, cfg, folder, may_change)
+    trainer = json.loads((folder / TRAINER_FILE).read_text())
+    extra = extra or {}
+    saved = {**trainer.get("train_config", {}), **{k: trainer[k] for k in extra if k in trainer}}
+    given = {**(asdict(cfg) if is_dataclass(cfg) else cfg), **extra}
+    check_resume_settings(saved, given, folder, may_change)
 
 
 # LLaDA training checkpoints: weights in the released layout + the training state -----------------

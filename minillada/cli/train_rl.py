@@ -30,9 +30,8 @@ from safetensors.torch import load_file, save_file
 from minillada.checkpoints.hf import load_hf_checkpoint, save_hf_checkpoint
 from minillada.checkpoints.shipped import INSTRUCT_SHAKESPEARE, METRICS_FILE, shipped_checkpoint
 from minillada.checkpoints.train_state import (
-    TRAINER_FILE,
     ResumeError,
-    check_resume_settings,
+    check_resume_folder,
     load_training_checkpoint,
     save_training_checkpoint,
 )
@@ -157,24 +156,6 @@ def _resume(out: Path, model, state, lora: bool):
     return load_training_checkpoint(out, model, state)
 
 
-def _check_same_run(out: Path, cfg: RLConfig, extra: dict) -> None:
-    """--resume continues a run with its own settings: refuse, before any work, a command whose
-    settings differ from the saved ones (all but --iters), which would go on silently as another
-    run from the same weights."""
-    path = out / TRAINER_FILE
-    if not path.is_file():
-        raise SystemExit(f"{out} holds no {TRAINER_FILE}: nothing to resume (drop --resume)")
-    saved = json.loads(path.read_text())
-    recorded = {k: saved[k] for k in extra if k in saved}  # runs saved before a key was recorded
-    if "base" in recorded and Path(recorded["base"]).resolve() == Path(extra["base"]).resolve():
-        recorded["base"] = extra["base"]  # the same folder, however spelt
-    try:
-        check_resume_settings({**saved.get("train_config", {}), **recorded},
-                              {**asdict(cfg), **extra}, out)  # fmt: skip
-    except ResumeError as err:
-        raise SystemExit(str(err)) from None
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     if args.threads:
@@ -208,8 +189,11 @@ def main(argv: list[str] | None = None) -> dict:
     extra = {"base": str(base), "tasks": tasks, "reward": args.reward, "lora_rank": args.lora_rank,
              "train_per_task": args.train_per_task, "held_out_per_task": args.held_out_per_task,
              "data_seed": args.data_seed}  # fmt: skip
-    if args.resume:
-        _check_same_run(out, cfg, extra)
+    if args.resume:  # the run's own settings (all but --iters), or a refusal before any work
+        try:
+            check_resume_folder(out, cfg, extra=extra)
+        except ResumeError as err:
+            raise SystemExit(str(err)) from None
     model = load_hf_checkpoint(base, dtype=torch.float32)
     tok = LLaDATokenizer.from_folder(base)
     data = make_instruction_data(
