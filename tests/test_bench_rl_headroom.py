@@ -29,6 +29,20 @@ def test_the_quick_run_records_pass_at_k_beside_greedy(tmp_path, tinyshakespeare
     assert "| 0.5 |" in out.with_suffix(".md").read_text()
 
 
+def test_the_variable_length_sampler_on_development_items(tmp_path, tinyshakespeare):
+    out = tmp_path / "headroom.json"
+    subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--out", str(out), "--temperatures", "0.6",
+         "--sampler", "variable", "--items", "development"],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    record = json.loads(out.read_text())
+    assert (record["sampler"], record["items"], record["n"]) == ("variable", "development", 2)
+    r = record["temperatures"]["0.6"]
+    assert r["pass_at_k"] == record["greedy"] + r["pass_not_greedy"] - r["greedy_not_pass"]
+    assert "development (not held-out)" in out.with_suffix(".md").read_text()
+
+
 def test_a_temperature_of_zero_is_refused_before_the_model_loads(tmp_path, monkeypatch):
     spec = importlib.util.spec_from_file_location("rl_headroom", SCRIPT)
     module = importlib.util.module_from_spec(spec)

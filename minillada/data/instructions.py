@@ -175,6 +175,38 @@ def make_instruction_data(
     return InstructionData(train, held)
 
 
+def make_development_items(
+    text: str,
+    n: int,
+    tasks: Sequence[str] = TASKS,
+    n_train_per_task: int = 10_000,
+    n_held_out_per_task: int = 100,
+    seed: int = 0,
+) -> list[Example]:
+    """``n`` items of ``tasks`` for choosing settings without touching the held-out items: drawn
+    like them from the last 10% of ``text``, with seeds after theirs (seed + 101, + 102, ...), and
+    none whose prompt is in ``make_instruction_data(text, n_train_per_task, n_held_out_per_task,
+    seed)`` (train or held-out) or repeats. A setting picked by its score on these items leaves the
+    held-out score of the model it picks an unbiased test of that model."""
+    unknown = [t for t in tasks if t not in TASKS]
+    if n < 1 or unknown or not tasks:
+        raise ValueError(f"need n >= 1 items of tasks from {TASKS}; got n={n}, tasks={tasks}")
+    official = make_instruction_data(text, n_train_per_task, n_held_out_per_task, seed)
+    seen = {e.prompt for e in official.train} | {e.prompt for e in official.held_out}
+    _, held_text = split_text(text)
+    items: list[Example] = []
+    for draw in range(seed + 101, seed + 101 + 1000):
+        for e in make_examples(held_text, 100, draw):
+            if e.task in tasks and e.prompt not in seen:
+                seen.add(e.prompt)
+                items.append(e)
+        if len(items) >= n:
+            return items[:n]
+    raise ValueError(
+        f"the held-out part of the text gives only {len(items)} new items of {list(tasks)}, not {n}"
+    )
+
+
 def encode_example(tokenizer, example: Example) -> tuple[list[int], list[int]]:
     """(prompt ids, answer ids) of one example: the prompt is the chat template around the user
     message (ending with the assistant header); the answer is its text and the end of turn

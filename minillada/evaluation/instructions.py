@@ -27,7 +27,7 @@ from minillada.evaluation.rewards import exact_match
 from minillada.runtime import progress_bar
 from minillada.sampling.answer import GenerationSettings, generate_answers
 from minillada.sampling.generate import generate
-from minillada.sampling.variable_length import until_stop
+from minillada.sampling.variable_length import until_stop, var_generate_batch
 
 SAMPLERS = ("fixed", "variable")
 
@@ -221,17 +221,30 @@ def sampled_grades(
     gen_length: int = 32,
     block_length: int = 8,
     seed: int = 0,
+    sampler: str = "fixed",
 ) -> list[list[bool]]:
-    """k sampled answers per example on the fixed canvas at ``temperature`` (one token per step),
-    each graded by exact match: the raw material of pass@k and of RL's headroom. The draws come
-    from one generator seeded once, so a run is repeatable. Temperature 0 with k = 1 is greedy."""
+    """k sampled answers per example at ``temperature`` (one token per step), each graded by
+    exact match: the raw material of pass@k and of RL's headroom. ``sampler``: ``"fixed"`` (the
+    canvas) or ``"variable"`` (iLLaDA's block-at-a-time sampler, as the RL rollouts of
+    ``--sampler variable`` draw them). The draws come from one generator seeded once, so a run is
+    repeatable. Temperature 0 with k = 1 is greedy."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     g = torch.Generator().manual_seed(seed)
     out = []
     for e in examples:
         prompt = encode_example(tokenizer, e)[0]
-        canvas = generate(model, torch.tensor([prompt] * k), gen_length, block_length, gen_length,
-                          tokenizer.mask_id, temperature=temperature, generator=g)  # fmt: skip
-        answers = canvas[:, len(prompt) :]  # (k, G)
+        if sampler == "variable":
+            results = var_generate_batch(
+                model, [prompt] * k, gen_length, block_length, block_length, tokenizer.mask_id,
+                batch_size=k, stop_ids=tokenizer.stop_ids, temperature=temperature, generator=g,
+            )  # fmt: skip
+            answers = [r.generated for r in results]
+        else:
+            canvas = generate(model, torch.tensor([prompt] * k), gen_length, block_length,
+                              gen_length, tokenizer.mask_id, temperature=temperature,
+                              generator=g)  # fmt: skip
+            answers = list(canvas[:, len(prompt) :])  # k of (G,)
         out.append([
             bool(exact_match(tokenizer.decode(until_stop(r, tokenizer.stop_ids), True), e.answer))
             for r in answers

@@ -8,6 +8,7 @@ import pytest
 from minillada.data.instructions import (
     NUMBER_WORDS,
     TASKS,
+    make_development_items,
     make_examples,
     make_instruction_data,
     speeches,
@@ -81,3 +82,20 @@ def test_held_out_items_come_from_the_unseen_tenth(tinyshakespeare):
     lengths = {t: sorted(len(e.answer) for e in es) for t, es in data.by_task("train").items()}
     assert max(lengths["count"]) <= 5 < min(lengths["repeat"])  # answers of different lengths
     assert max(lengths["number"]) == len("one two three four five six seven eight")
+
+
+def test_development_items_are_new_items_from_the_unseen_tenth(tinyshakespeare):
+    """Items for choosing settings (lesson 9's test F): the held-out distribution, none of the
+    train or held-out prompts, no repeats, only the tasks asked for, the same on every call."""
+    text = tinyshakespeare.read_text()
+    data = make_instruction_data(text, 200, 50, seed=0)
+    dev = make_development_items(text, 120, ("reverse", "repeat"), 200, 50, seed=0)
+    assert len(dev) == 120 and {e.task for e in dev} == {"reverse", "repeat"}
+    prompts = [e.prompt for e in dev]
+    assert len(set(prompts)) == 120
+    assert not set(prompts) & {e.prompt for e in data.train + data.held_out}
+    _, held_text = split_text(text)
+    assert all(e.answer in held_text for e in dev if e.task == "repeat")
+    assert dev == make_development_items(text, 120, ("reverse", "repeat"), 200, 50, seed=0)
+    with pytest.raises(ValueError, match="tasks from"):
+        make_development_items(text, 10, ("reverse", "sing"))

@@ -98,3 +98,21 @@ def test_sampled_grades_are_k_per_example_repeatable_and_greedy_at_temperature_0
     again = sampled_grades(model, tok, [right] * 4, k=5, temperature=3.0, gen_length=16, seed=7)
     assert first == again and [len(g) for g in first] == [5] * 4
     assert 0 < sum(map(sum, first)) < 20  # at temperature 3 some answers go astray, not all
+
+
+def test_sampled_grades_with_the_variable_length_sampler(tok):
+    """The rollouts of train_rl --sampler variable: greedy finds the oracle's answer, a seed repeats
+    its draws, and a sampler name the course lacks is refused."""
+    right = Example("count", "How many words? to be", "two")
+    model, _ = oracle_for(tok, right, tok.encode("two") + [tok.eot_id])
+    greedy = sampled_grades(model, tok, [right], k=2, temperature=0.0, gen_length=16,
+                            block_length=4, sampler="variable")  # fmt: skip
+    assert greedy == [[True, True]]
+    first = sampled_grades(model, tok, [right] * 3, k=4, temperature=2.0, gen_length=16,
+                           block_length=4, seed=7, sampler="variable")  # fmt: skip
+    again = sampled_grades(model, tok, [right] * 3, k=4, temperature=2.0, gen_length=16,
+                           block_length=4, seed=7, sampler="variable")  # fmt: skip
+    assert first == again and [len(g) for g in first] == [4] * 3
+    assert 0 < sum(map(sum, first)) < 12
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        sampled_grades(model, tok, [right], k=1, temperature=0.0, sampler="canvas")
