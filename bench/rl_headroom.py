@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--sampler", choices=SAMPLERS, default="fixed")
     ap.add_argument("--items", choices=("held_out", "development"), default="held_out")
-    ap.add_argument("--n", type=int, default=400, help="development items (with --items development)")
+    ap.add_argument("--n", type=int, default=400, help="with --items development: how many")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="2 items, k = 2: tests the script")
     args = ap.parse_args()
