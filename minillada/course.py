@@ -151,9 +151,9 @@ LESSONS: tuple[Lesson, ...] = (
             "6's model against more SFT with paired tests, the headroom by rollout temperature, "
             "a setting that beats the start on three seeds (and why more SFT for the same time, "
             "on three seeds, still matches it), RL after more SFT, rollouts with the "
-            "variable-length sampler scored block by block (ahead of more SFT for the same time "
-            "on that sampler at 84 iterations, not at 320; never past the start), tests fixed "
-            "before their runs, a paired bootstrap over seeds, LoRA from scratch"
+            "variable-length sampler scored block by block, a setting chosen on development items "
+            "whose model beats both the start and more SFT for the same time on that sampler "
+            "(tests fixed before their runs), a paired bootstrap over seeds, LoRA from scratch"
         ),
         "RL with verifiable rewards: the ratio problem, GRPO and wd1, measured",
         "3.3 / 0.6",
