@@ -85,17 +85,17 @@ def main() -> None:
         raise SystemExit(
             f"--temperatures must all be > 0 (greedy is always scored), got {temperatures}"
         )
-    k = 2 if args.quick else args.k
-    base = shipped_checkpoint(INSTRUCT_SHAKESPEARE)
-    model = load_hf_checkpoint(base, dtype=torch.float32).eval()
-    tok = LLaDATokenizer.from_folder(base)
     if unknown := [t for t in tasks if t not in TASKS]:
         raise SystemExit(f"--tasks {args.tasks}: unknown {unknown}; the tasks are {TASKS}")
-    if args.items == "development":
+    k = 2 if args.quick else args.k
+    if args.items == "development":  # the items before the model: a bad --n fails at once
         items = make_development_items(load_text(), 2 if args.quick else args.n, tasks)
     else:
         held_out = make_instruction_data(load_text(), 10_000, 100, 0).held_out  # lesson 6's split
         items = [e for e in held_out if e.task in tasks][: 2 if args.quick else None]
+    base = shipped_checkpoint(INSTRUCT_SHAKESPEARE)
+    model = load_hf_checkpoint(base, dtype=torch.float32).eval()
+    tok = LLaDATokenizer.from_folder(base)
     greedy = [g[0] for g in sampled_grades(model, tok, items, 1, 0.0, GEN, BLOCK, seed=0,
                                            sampler=args.sampler)]  # fmt: skip
     record = {"command": "python bench/rl_headroom.py " + " ".join(sys.argv[1:]),
